@@ -1,0 +1,184 @@
+//! Assessment periods (year, quarter, month, a range of days) and their bounds in a
+//! unit's time zone.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Days, LocalResult, Months, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// A period as users name it. Bounds are calendar days in a time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Period {
+    Year {
+        year: i32,
+    },
+    Quarter {
+        year: i32,
+        quarter: u32,
+    },
+    Month {
+        year: i32,
+        month: u32,
+    },
+    /// Inclusive range of days.
+    Days {
+        first: NaiveDate,
+        last: NaiveDate,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "无效的期间 `{0}`; 应为 2026、2026-Q4、2026-11 或 2026-11-01..2026-11-07 (invalid period: expected YEAR, YEAR-Qn, YEAR-MM or DAY..DAY)"
+)]
+pub struct PeriodError(pub String);
+
+impl FromStr for Period {
+    type Err = PeriodError;
+
+    fn from_str(s: &str) -> Result<Period, PeriodError> {
+        let bad = || PeriodError(s.to_string());
+        let t = s.trim();
+        if let Some((a, b)) = t.split_once("..") {
+            let first = NaiveDate::parse_from_str(a.trim(), "%Y-%m-%d").map_err(|_| bad())?;
+            let last = NaiveDate::parse_from_str(b.trim(), "%Y-%m-%d").map_err(|_| bad())?;
+            if last < first {
+                return Err(bad());
+            }
+            return Ok(Period::Days { first, last });
+        }
+        let year_ok = |y: &str| y.len() == 4 && y.chars().all(|c| c.is_ascii_digit());
+        match t.split_once('-') {
+            None if year_ok(t) => Ok(Period::Year {
+                year: t.parse().map_err(|_| bad())?,
+            }),
+            Some((y, q)) if year_ok(y) && (q.starts_with('Q') || q.starts_with('q')) => {
+                let quarter: u32 = q[1..].parse().map_err(|_| bad())?;
+                if !(1..=4).contains(&quarter) {
+                    return Err(bad());
+                }
+                Ok(Period::Quarter {
+                    year: y.parse().map_err(|_| bad())?,
+                    quarter,
+                })
+            }
+            Some((y, m)) if year_ok(y) && m.len() == 2 => {
+                let month: u32 = m.parse().map_err(|_| bad())?;
+                if !(1..=12).contains(&month) {
+                    return Err(bad());
+                }
+                Ok(Period::Month {
+                    year: y.parse().map_err(|_| bad())?,
+                    month,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Period::Year { year } => write!(f, "{year}"),
+            Period::Quarter { year, quarter } => write!(f, "{year}-Q{quarter}"),
+            Period::Month { year, month } => write!(f, "{year}-{month:02}"),
+            Period::Days { first, last } => write!(f, "{first}..{last}"),
+        }
+    }
+}
+
+impl Period {
+    /// First day and the day after the last, as calendar dates.
+    pub fn days(&self) -> (NaiveDate, NaiveDate) {
+        let ymd = |y: i32, m: u32| NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(NaiveDate::MIN);
+        match *self {
+            Period::Year { year } => (ymd(year, 1), ymd(year + 1, 1)),
+            Period::Quarter { year, quarter } => {
+                let start = ymd(year, (quarter - 1) * 3 + 1);
+                (start, start + Months::new(3))
+            }
+            Period::Month { year, month } => {
+                let start = ymd(year, month);
+                (start, start + Months::new(1))
+            }
+            Period::Days { first, last } => (first, last + Days::new(1)),
+        }
+    }
+
+    /// The period's bounds as instants: local midnight of the first day to local
+    /// midnight after the last.
+    pub fn bounds(&self, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+        let (a, b) = self.days();
+        (local_midnight(a, tz), local_midnight(b, tz))
+    }
+
+    /// The smallest range of whole days that covers `from..=to` in `tz`.
+    pub fn covering(from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> Period {
+        let first = from.with_timezone(&tz).date_naive();
+        let last = to.with_timezone(&tz).date_naive().max(first);
+        Period::Days { first, last }
+    }
+}
+
+/// The instant a calendar day starts in `tz` (the first valid instant on a DST gap).
+pub fn local_midnight(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let mut t = day.and_hms_opt(0, 0, 0).unwrap_or_default();
+    for _ in 0..4 {
+        match tz.from_local_datetime(&t) {
+            LocalResult::Single(x) | LocalResult::Ambiguous(x, _) => return x.with_timezone(&Utc),
+            LocalResult::None => t += chrono::Duration::minutes(30),
+        }
+    }
+    Utc.from_utc_datetime(&t)
+}
+
+/// The calendar day of an instant in `tz`.
+pub fn local_day(t: DateTime<Utc>, tz: Tz) -> NaiveDate {
+    t.with_timezone(&tz).date_naive()
+}
+
+/// Calendar days touched by `start..end` (end exclusive) in `tz`.
+pub fn days_in(start: DateTime<Utc>, end: DateTime<Utc>, tz: Tz) -> Vec<NaiveDate> {
+    if end <= start {
+        return Vec::new();
+    }
+    let first = local_day(start, tz);
+    let last = local_day(end - chrono::Duration::nanoseconds(1), tz);
+    first.iter_days().take_while(|d| *d <= last).collect()
+}
+
+/// Year, month and day helpers for display.
+pub fn ymd(d: NaiveDate) -> (i32, u32, u32) {
+    (d.year(), d.month(), d.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form_and_rejects_nonsense() {
+        assert_eq!("2026".parse(), Ok(Period::Year { year: 2026 }));
+        assert_eq!("2026-Q4".parse(), Ok(Period::Quarter { year: 2026, quarter: 4 }));
+        assert_eq!("2026-11".parse(), Ok(Period::Month { year: 2026, month: 11 }));
+        assert!(matches!("2026-11-01..2026-11-07".parse(), Ok(Period::Days { .. })));
+        for bad in ["26", "2026-Q5", "2026-13", "2026-11-07..2026-11-01", "last year"] {
+            assert!(bad.parse::<Period>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_local_midnights() {
+        let tz: Tz = "Asia/Shanghai".parse().expect("tz");
+        let (a, b) = "2026-11".parse::<Period>().expect("p").bounds(tz);
+        assert_eq!(a.to_rfc3339(), "2026-10-31T16:00:00+00:00");
+        assert_eq!(b.to_rfc3339(), "2026-11-30T16:00:00+00:00");
+        assert_eq!(days_in(a, b, tz).len(), 30);
+        let (a, b) = "2026-Q4".parse::<Period>().expect("p").bounds(tz);
+        assert_eq!(days_in(a, b, tz).len(), 92);
+    }
+}
