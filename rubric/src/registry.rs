@@ -432,12 +432,36 @@ pub struct UnitProfile {
     /// Designated responder (专人) for private-network faults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responder: Option<String>,
-    /// The day the unit's agent was enrolled; scoring counts from this day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The day the unit's agent was enrolled; scoring counts from this day. Written as
+    /// a TOML date (`enrolled = 2026-03-01`) or a string (`"2026-03-01"`).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_date")]
     pub enrolled: Option<NaiveDate>,
     /// IANA time zone for calendar days; defaults to the rubric's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+}
+
+fn de_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Text(t) => t,
+        Raw::Toml(dt) => match (dt.date, dt.time) {
+            (Some(date), None) => date.to_string(),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "应为日期, 如 2026-03-01 (expected a date without time)",
+                ));
+            }
+        },
+    };
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("“{text}” 不是日期, 应为 2026-03-01 (expected YYYY-MM-DD)")))
 }
 
 /// A unit profile that cannot be used.

@@ -43,7 +43,7 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &OutageResponseRule, max: f64) -> Outco
                 rule.per_slow_outage,
                 format!(
                     "{target} 于 {} 中断, {} 小时内未恢复{ongoing} (扣 {} 分)",
-                    start.format("%Y-%m-%d %H:%M UTC"),
+                    start.with_timezone(&ctx.tz).format("%Y-%m-%d %H:%M"),
                     pts(rule.restore_within_hours),
                     pts(rule.per_slow_outage)
                 ),

@@ -2,6 +2,7 @@
 //! Chinese and English and the evidence that caused it.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 /// An item-by-item score sheet for one unit and period.
@@ -177,9 +178,9 @@ pub enum Evidence {
 }
 
 impl Evidence {
-    /// One line in Chinese for the human sheet.
-    pub fn summary_zh(&self) -> String {
-        let t = |d: &DateTime<Utc>| d.format("%Y-%m-%d %H:%M UTC").to_string();
+    /// One line in Chinese for the human sheet, with times in `tz`.
+    pub fn summary_zh(&self, tz: Tz) -> String {
+        let t = |d: &DateTime<Utc>| d.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
         match self {
             Evidence::Device {
                 ip,

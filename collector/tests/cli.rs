@@ -1,0 +1,158 @@
+//! The `kaohe-collector` binary as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn collector(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kaohe-collector"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("runs")
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn rubric_show_json_lists_six_sections_worth_100_points() {
+    let v = stdout_json(&collector(&["rubric", "show", "--json"]));
+    let sections = v["sections"].as_array().expect("sections[]");
+    let ids: Vec<&str> = sections.iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(ids, ["一", "二", "三", "四", "五", "六"]);
+    let total: u64 = sections.iter().filter_map(|s| s["points"].as_u64()).sum();
+    assert_eq!(total, 100);
+    let item = &sections[2]["items"][3];
+    assert_eq!(item["id"], "三.4");
+    assert_eq!(item["points"], 5);
+    assert_eq!(item["scoring"], "auto");
+    assert!(item["text_zh"].as_str().is_some_and(|t| t.contains("串联")));
+    assert!(item["text_en"].as_str().is_some_and(|t| !t.is_empty()));
+    for s in sections {
+        assert!(s["title_zh"].is_string() && s["title_en"].is_string());
+    }
+}
+
+#[test]
+fn rubric_show_reads_another_file_and_rejects_a_bad_one_naming_the_line() {
+    let dir = std::env::temp_dir().join(format!("kaohe-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let text = kaohe_rubric::rubric::DEFAULT_RUBRIC_TOML.replacen("points = 35", "points = 36", 1);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, text).expect("write");
+    let out = collector(&["rubric", "show", "--rubric", bad.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("行") && err.contains("sections[3].points"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn score_json_of_the_example_unit_has_the_documented_shape() {
+    let v = stdout_json(&collector(&[
+        "score",
+        "--registry",
+        "deploy/example/registry.csv",
+        "--unit",
+        "deploy/example/unit.toml",
+        "--evidence",
+        "deploy/example/reports",
+        "--json",
+    ]));
+    assert_eq!(v["unit"]["id"], "ningxia/example/demo-station");
+    assert_eq!(v["period"]["label"], "2026-11-16..2026-11-22");
+    let auto = v["auto_points"].as_f64().expect("auto_points");
+    assert!(auto > 0.0 && auto < 26.0, "the example has planted faults: {auto}");
+    let items = v["items"].as_array().expect("items[]");
+    let unregistered = items
+        .iter()
+        .find(|i| i["id"] == "二.1")
+        .and_then(|i| i["deductions"].as_array())
+        .and_then(|d| d.first())
+        .expect("二.1 has a deduction");
+    assert!(unregistered["reason_zh"].as_str().is_some_and(|r| r.contains("未备案")));
+    assert_eq!(unregistered["evidence"][0]["ip"], "10.1.0.99");
+    for i in items {
+        for key in ["id", "points", "score", "status", "deductions"] {
+            assert!(i.get(key).is_some(), "item lacks {key}: {i}");
+        }
+    }
+    let reviewer = items.iter().find(|i| i["id"] == "一.1").expect("一.1");
+    assert_eq!(reviewer["status"], "pending");
+    assert!(
+        reviewer["score"].is_null(),
+        "a reviewer item is never given marks by default"
+    );
+}
+
+#[test]
+fn score_table_is_chinese_and_shows_each_deduction_with_its_evidence() {
+    let out = collector(&[
+        "score",
+        "--registry",
+        "deploy/example/registry.csv",
+        "--unit",
+        "deploy/example/unit.toml",
+        "--evidence",
+        "deploy/example/reports",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("自动评分合计 (二、三)"), "{text}");
+    assert!(text.contains("发现 1 台未备案的联网设备"), "{text}");
+    assert!(text.contains("· 设备 10.1.0.99"), "{text}");
+    // Times are local (Asia/Shanghai): the outage began at 13:00 local, 05:00 UTC.
+    assert!(text.contains("2026-11-18 13:00"), "{text}");
+}
+
+#[test]
+fn bad_registry_row_is_reported_by_line_and_nothing_is_scored() {
+    let out = collector(&[
+        "score",
+        "--registry",
+        "tests/cases/registry-bad-row/registry.csv",
+        "--evidence",
+        "tests/cases/perfect/evidence.json",
+    ]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(out.stdout.is_empty(), "no partial sheet on stdout");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("第 9 行") && err.contains("IP地址") && err.contains("10.1.0.300"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_file_exits_66_and_usage_error_exits_64() {
+    let out = collector(&["score", "--registry", "no/such/file.csv"]);
+    assert_eq!(out.status.code(), Some(66));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.csv"));
+    let out = collector(&["score", "--registry", "x.csv", "--period", "last-year"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-Q4"));
+}
+
+#[test]
+fn evidence_of_another_unit_than_the_profile_is_refused() {
+    let out = collector(&[
+        "score",
+        "--registry",
+        "deploy/example/registry.csv",
+        "--unit",
+        "deploy/example/unit.toml",
+        "--evidence",
+        "tests/cases/perfect/evidence.json",
+    ]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lab/case"));
+}
