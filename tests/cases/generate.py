@@ -368,6 +368,10 @@ def main():
          with_(二_2=1.5, 三_2=0.0), period="2026-10-30..2026-11-02",
          unit=unit_toml("lab/case", "示例司法所", enrolled="2026-01-05"))
 
+    # A month under way, scored on 2026-11-03 00:00 local time: only the days so far count.
+    case("period-under-way", "a period still under way is scored up to the evaluation time",
+         PERFECT, period="2026-11", as_of="2026-11-02T16:00:00Z", unit=unit_toml("lab/case", "示例司法所"))
+
     bad = registry_csv() + "设备,来历不明的电脑,10.1.0.300,,,,否,\n"
     case("registry-bad-row", "a registry with a bad row is rejected by line and column; nothing is scored",
          {}, registry=bad, expect_error="第 9 行 (line 9), 列 “IP地址”")
