@@ -290,9 +290,17 @@ impl Ctx<'_> {
                 offset += line.len();
             }
         }
+        // Otherwise name the key written on the line the error points at.
+        let line_start = self.text[..start.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let key = self.text[line_start..]
+            .lines()
+            .next()
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().to_string())
+            .filter(|k| !k.is_empty() && !k.starts_with('#'));
         (
             self.line_of(start),
-            field.unwrap_or_else(|| String::from("(语法 syntax)")),
+            field.or(key).unwrap_or_else(|| String::from("(语法 syntax)")),
         )
     }
 
@@ -698,6 +706,17 @@ mod tests {
         assert_eq!(e.line(), Some(line_of("total_points = 100")));
         let e = broken("timezone = \"Asia/Shanghai\"", "timezone = \"Mars/Olympus\"");
         assert!(e.to_string().contains("Mars/Olympus"), "{e}");
+    }
+
+    #[test]
+    fn unknown_scoring_kind_names_the_key_and_line() {
+        let e = broken(
+            "id = \"二.1\"\npoints = 3\nscoring = \"auto\"",
+            "id = \"二.1\"\npoints = 3\nscoring = \"automatic\"",
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("`scoring`") && msg.contains("automatic"), "{msg}");
+        assert_eq!(e.line(), Some(line_of("id = \"二.1\"") + 2), "{msg}");
     }
 
     #[test]
