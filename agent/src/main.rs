@@ -1,7 +1,12 @@
-//! kaohe-agent: observes a bureau's private network and reports to the collector.
-//! So far only the command-line shell exists; the checks follow.
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use kaohe_agent::config::Config;
+use kaohe_agent::cycle;
+
+/// Default config file.
+const DEFAULT_CONFIG: &str = "/etc/kaohe/agent.toml";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -9,12 +14,107 @@ use clap::Parser;
     version,
     about = "考核代理: 探测司法行政专网连通性、隔离与串联, 清点局域网设备 (Kaohe agent)"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!(
-        "kaohe-agent {}: 检测功能尚未实现, 见 issue 4 (checks not implemented yet)",
-        env!("CARGO_PKG_VERSION")
-    );
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// 运行一轮全部检测并输出报告, 不需要采集中心 (one full cycle of every check; prints the report)
+    Once {
+        /// 配置文件 (config file)
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+        /// 将报告 JSON 写入文件而不是标准输出 (write the report JSON here instead of stdout)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// 检查配置文件并说明将检测什么 (validate the config and say what it will check)
+    CheckConfig {
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "错误 (error): 无法读取配置文件 {} (cannot read config): {e}",
+                path.display()
+            );
+            return Err(ExitCode::from(66));
+        }
+    };
+    Config::from_toml(&text, &path.display().to_string()).map_err(|e| {
+        eprintln!("错误 (error): {e}");
+        ExitCode::from(64)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAOHE_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            println!("配置有效 (config is valid): {}", config.display());
+            println!("{}", kaohe_agent::config::describe_zh(&c));
+            ExitCode::SUCCESS
+        }
+        Command::Once { config, out } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("错误 (error): 无法启动运行时: {e}");
+                    return ExitCode::from(70);
+                }
+            };
+            let report = rt.block_on(cycle::once(&c, chrono::Utc::now(), 0));
+            eprintln!("{}", cycle::summary_zh(&c, &report));
+            let json = match serde_json::to_string_pretty(&report) {
+                Ok(j) => j,
+                Err(e) => {
+                    eprintln!("错误 (error): {e}");
+                    return ExitCode::from(70);
+                }
+            };
+            match out {
+                Some(path) => {
+                    if let Err(e) = std::fs::write(&path, json + "\n") {
+                        eprintln!("错误 (error): 无法写入 {} (cannot write): {e}", path.display());
+                        return ExitCode::from(73);
+                    }
+                }
+                None => println!("{json}"),
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }

@@ -46,6 +46,17 @@ pub struct Report {
     /// Hosts found bridging the private network without an agent on them.
     #[serde(default)]
     pub leaks: Vec<LeakFinding>,
+    /// Why a check `failed`, for the bureau's IT staff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<CheckProblem>,
+}
+
+/// A check that could not run as configured, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckProblem {
+    /// The check, as named in `checks`: "reachability", "inventory", …
+    pub check: String,
+    pub message: String,
 }
 
 /// Facts about the agent's own host.
@@ -456,6 +467,7 @@ impl Report {
             services: Vec::new(),
             daily_checks: Vec::new(),
             leaks: Vec::new(),
+            problems: Vec::new(),
         }
     }
 }

@@ -1,0 +1,184 @@
+//! One full cycle of every configured check, as `kaohe-agent once` runs it, assembled
+//! into an evidence report (schema v1). A check that is not configured says so; one that
+//! cannot run says why in `problems`.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use kaohe_rubric::evidence::{
+    CategoryResult, CheckFailure, CheckProblem, CheckStatus, DailyCheck, ProbeRole, ProbeSample, Report,
+};
+
+use crate::config::{CanaryProtocol, Config, Probe};
+use crate::reachability::Prober;
+use crate::{dual_homed, isolation, platform};
+
+/// Placeholder ids of an agent that has not enrolled yet.
+pub const UNENROLLED: &str = "unenrolled";
+
+fn category(samples: &[&ProbeSample]) -> CategoryResult {
+    CategoryResult {
+        checked: samples.len() as u32,
+        failed: samples.iter().filter(|s| !s.ok).count() as u32,
+        failures: samples
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| CheckFailure {
+                target: s.target.clone(),
+                error: s.error.clone().unwrap_or_else(|| "failed".into()),
+            })
+            .collect(),
+    }
+}
+
+/// Runs every configured check once and returns the report.
+pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> Report {
+    let mut report = Report::empty(
+        uuid::Uuid::new_v4(),
+        config.agent_id.as_deref().unwrap_or(UNENROLLED),
+        config.unit_id.as_deref().unwrap_or(UNENROLLED),
+        sequence,
+        Utc::now(),
+        platform::host_facts(started_at),
+    );
+    if config.is_empty() {
+        report.created_at = Utc::now();
+        return report;
+    }
+    let prober = Prober::new(config.probe_timeout);
+    let needs_icmp = config
+        .targets
+        .iter()
+        .any(|t| matches!(t.probe, Probe::Icmp(IpAddr::V4(_))))
+        || config
+            .canaries
+            .iter()
+            .any(|c| c.protocols.contains(&CanaryProtocol::Icmp));
+    if let (true, Some(e)) = (needs_icmp, prober.icmp_error()) {
+        report.problems.push(CheckProblem {
+            check: "reachability".into(),
+            message: e.to_string(),
+        });
+    }
+    let net = platform::host_net();
+
+    if !config.targets.is_empty() {
+        let samples = prober.round(&config.targets, 1).await;
+        report.checks.reachability = if prober.icmp_error().is_some() && needs_icmp {
+            CheckStatus::Failed
+        } else {
+            CheckStatus::Ran
+        };
+        report.probes.interval_secs = config.schedule.probe_interval.as_secs().try_into().unwrap_or(u32::MAX);
+        report.probes.samples = samples;
+    }
+    if !config.canaries.is_empty() {
+        let results = isolation::check(&prober, &config.canaries, &net.routes, config.isolation_timeout).await;
+        let icmp_broken = prober.icmp_error().is_some();
+        report.checks.isolation = if icmp_broken {
+            CheckStatus::Failed
+        } else {
+            CheckStatus::Ran
+        };
+        report.isolation = results;
+    }
+    if !config.private_prefixes.is_empty() {
+        let canaries: Vec<IpAddr> = config.canaries.iter().map(|c| c.ip).collect();
+        report.self_check = Some(dual_homed::analyse(
+            &net,
+            &config.private_prefixes,
+            &canaries,
+            Utc::now(),
+        ));
+        report.checks.self_check = CheckStatus::Ran;
+    }
+    if !config.inventory_prefixes.is_empty() {
+        report.checks.inventory = CheckStatus::Failed;
+        report.problems.push(CheckProblem {
+            check: "inventory".into(),
+            message: "局域网设备清点尚未实现 (the LAN inventory is not implemented yet)".into(),
+        });
+    }
+    if !config.services.is_empty() {
+        report.checks.services = CheckStatus::Failed;
+        report.problems.push(CheckProblem {
+            check: "services".into(),
+            message: "应用系统与门户网站检测尚未实现 (service checks are not implemented yet)".into(),
+        });
+    }
+    if report.checks.reachability == CheckStatus::Ran {
+        let upstream: Vec<&ProbeSample> = report
+            .probes
+            .samples
+            .iter()
+            .filter(|s| s.role == ProbeRole::Upstream)
+            .collect();
+        let devices: Vec<&ProbeSample> = report
+            .probes
+            .samples
+            .iter()
+            .filter(|s| s.role == ProbeRole::Device)
+            .collect();
+        report.daily_checks.push(DailyCheck {
+            at: Utc::now(),
+            network: category(&upstream),
+            devices: (!devices.is_empty()).then(|| category(&devices)),
+            apps: None,
+            portals: None,
+        });
+        report.checks.daily = CheckStatus::Ran;
+    }
+    report.created_at = Utc::now();
+    report
+}
+
+/// A few lines of Chinese for the person at the terminal.
+pub fn summary_zh(config: &Config, report: &Report) -> String {
+    if config.is_empty() {
+        return "配置为空: 未配置任何检测, 本次不探测任何目标 (empty config: nothing is probed)".into();
+    }
+    let mut lines = Vec::new();
+    let s = &report.probes.samples;
+    if !s.is_empty() {
+        let ok = s.iter().filter(|x| x.ok).count();
+        lines.push(format!("专网连通性: {ok}/{} 个目标可达", s.len()));
+        for x in s.iter().filter(|x| !x.ok) {
+            lines.push(format!("  不可达: {} ({})", x.target, x.error.as_deref().unwrap_or("")));
+        }
+    }
+    if !report.isolation.is_empty() {
+        let reached: Vec<_> = report.isolation.iter().filter(|r| r.reached).collect();
+        if reached.is_empty() {
+            lines.push(format!("互联网隔离: 正常, {} 项探测均不可达", report.isolation.len()));
+        } else {
+            lines.push(format!("互联网隔离: 发现 {} 项可访问互联网!", reached.len()));
+            for r in reached {
+                lines.push(format!(
+                    "  {} {:?} 经 {}",
+                    r.canary,
+                    r.protocol,
+                    r.via_interface.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+    }
+    if let Some(sc) = &report.self_check {
+        let v: Vec<_> = sc
+            .findings
+            .iter()
+            .filter(|f| f.severity == kaohe_rubric::evidence::Severity::Violation)
+            .collect();
+        if v.is_empty() {
+            lines.push("本机自检: 未发现串联".into());
+        } else {
+            lines.push(format!("本机自检: 发现 {} 项串联问题!", v.len()));
+            for f in v {
+                lines.push(format!("  {}: {}", f.detail, f.why_zh));
+            }
+        }
+    }
+    for p in &report.problems {
+        lines.push(format!("无法完成 {}: {}", p.check, p.message));
+    }
+    lines.join("\n")
+}
