@@ -11,7 +11,7 @@ use kaohe_rubric::evidence::{
 
 use crate::config::{CanaryProtocol, Config, Probe};
 use crate::reachability::Prober;
-use crate::{dual_homed, isolation, platform};
+use crate::{dual_homed, inventory, isolation, platform};
 
 /// Placeholder ids of an agent that has not enrolled yet.
 pub const UNENROLLED: &str = "unenrolled";
@@ -93,11 +93,50 @@ pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> 
         report.checks.self_check = CheckStatus::Ran;
     }
     if !config.inventory_prefixes.is_empty() {
-        report.checks.inventory = CheckStatus::Failed;
-        report.problems.push(CheckProblem {
-            check: "inventory".into(),
-            message: "局域网设备清点尚未实现 (the LAN inventory is not implemented yet)".into(),
-        });
+        let (prefixes, iface, pps) = (
+            config.inventory_prefixes.clone(),
+            config.inventory_interface.clone(),
+            config.inventory_max_pps,
+        );
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut found = inventory::Found::default();
+            let mut errors = Vec::new();
+            for p in &prefixes {
+                if let Err(e) = inventory::sweep(p, iface.as_deref(), pps, &mut found) {
+                    errors.push(e);
+                }
+            }
+            inventory::add_neighbours(&prefixes, &mut found);
+            (found, errors)
+        })
+        .await;
+        match swept {
+            Ok((found, errors)) => {
+                tracing::info!(
+                    requests = found.stats.requests,
+                    replies = found.stats.replies,
+                    elapsed_ms = found.stats.elapsed.as_millis() as u64,
+                    "ARP sweep done"
+                );
+                report.checks.inventory = if errors.is_empty() {
+                    CheckStatus::Ran
+                } else {
+                    CheckStatus::Failed
+                };
+                report.problems.extend(errors.into_iter().map(|message| CheckProblem {
+                    check: "inventory".into(),
+                    message,
+                }));
+                report.inventory = inventory::observations(&found, Utc::now());
+            }
+            Err(e) => {
+                report.checks.inventory = CheckStatus::Failed;
+                report.problems.push(CheckProblem {
+                    check: "inventory".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
     }
     if !config.services.is_empty() {
         report.checks.services = CheckStatus::Failed;
@@ -176,6 +215,9 @@ pub fn summary_zh(config: &Config, report: &Report) -> String {
                 lines.push(format!("  {}: {}", f.detail, f.why_zh));
             }
         }
+    }
+    if report.checks.inventory != CheckStatus::NotConfigured {
+        lines.push(format!("设备清点: 发现 {} 台设备", report.inventory.len()));
     }
     for p in &report.problems {
         lines.push(format!("无法完成 {}: {}", p.check, p.message));

@@ -5,9 +5,11 @@
 //! behind [`platform`]. [`cycle`] runs one full round of every configured check and
 //! assembles the evidence report.
 
+pub mod arp;
 pub mod config;
 pub mod cycle;
 pub mod dual_homed;
+pub mod inventory;
 pub mod isolation;
 pub mod platform;
 pub mod reachability;

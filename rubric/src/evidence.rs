@@ -290,9 +290,14 @@ pub struct SelfCheckFinding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HowSeen {
+    /// Answered the agent's ARP request.
     ArpSweep,
+    /// Heard in ARP traffic of other hosts.
     PassiveArp,
+    /// In the kernel's neighbour table.
     NeighbourTable,
+    /// The agent's own host.
+    Local,
 }
 
 /// A device seen on the LAN.

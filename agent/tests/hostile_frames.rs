@@ -1,0 +1,72 @@
+//! Hostile and truncated frames never crash the parsers and never count as replies.
+//! A seeded, bounded mutation run on stable Rust; `agent/fuzz` has the cargo-fuzz targets
+//! for longer runs.
+
+use std::net::Ipv4Addr;
+
+use kaohe_agent::arp::{ArpFrame, FRAME_LEN, OP_REPLY};
+use kaohe_agent::isolation::{dns_query, is_dns_reply};
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+const OURS: [u8; 6] = [0x02, 0x6b, 0x68, 0x01, 0x00, 0x0a];
+const OUR_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+
+#[test]
+fn mutated_arp_frames_never_panic_and_only_true_replies_match() {
+    let reply = ArpFrame {
+        eth_dst: OURS,
+        eth_src: [2, 0, 0, 0, 0, 1],
+        op: OP_REPLY,
+        sender_mac: [2, 0, 0, 0, 0, 1],
+        sender_ip: Ipv4Addr::new(10, 1, 0, 21),
+        target_mac: OURS,
+        target_ip: OUR_IP,
+    }
+    .emit();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut accepted = 0u32;
+    for _ in 0..200_000 {
+        let len = (rng.next() % (FRAME_LEN as u64 + 30)) as usize;
+        let mut buf: Vec<u8> = (0..len).map(|i| reply.get(i).copied().unwrap_or(0)).collect();
+        for _ in 0..(rng.next() % 4) {
+            if !buf.is_empty() {
+                let at = (rng.next() % buf.len() as u64) as usize;
+                buf[at] = rng.next() as u8;
+            }
+        }
+        if let Some(f) = ArpFrame::parse(&buf) {
+            // Whatever parsed must re-emit to the same 42 bytes: nothing was invented.
+            assert_eq!(&f.emit()[..], &buf[..FRAME_LEN]);
+            if f.is_reply_to(&OURS, OUR_IP) {
+                accepted += 1;
+                assert_eq!((f.op, f.target_ip, f.target_mac), (OP_REPLY, OUR_IP, OURS));
+            }
+        }
+    }
+    assert!(accepted > 0, "some unmutated replies must still be accepted");
+}
+
+#[test]
+fn random_bytes_are_never_a_dns_reply_to_our_query_unless_they_say_so() {
+    let mut rng = Rng(42);
+    for _ in 0..100_000 {
+        let len = (rng.next() % 64) as usize;
+        let buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let id = u16::from_be_bytes([buf.first().copied().unwrap_or(0), buf.get(1).copied().unwrap_or(0)]);
+        let claimed = is_dns_reply(&buf, id);
+        assert_eq!(claimed, buf.len() >= 12 && buf[2] & 0x80 != 0);
+        assert!(!is_dns_reply(&buf, id.wrapping_add(1)) || buf.len() < 2);
+    }
+    assert!(!is_dns_reply(&dns_query(1), 1));
+}
