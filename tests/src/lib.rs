@@ -1,1 +1,2 @@
 //! Shared helpers for the workspace-level integration tests.
+pub mod lab;

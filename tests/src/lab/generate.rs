@@ -1,0 +1,235 @@
+//! Files derived from the lab description: each bureau's registry CSV and agent
+//! config, and the facts the tests expect. `lab up` writes them into the lab's state
+//! dir; `lab gen` writes them anywhere without building the lab.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use super::LabError;
+use super::facts::Facts;
+use super::model::{AppKind, Bureau, Description, TargetProbe};
+
+/// The registry header, as the foundation's registry format reads it.
+pub const REGISTRY_HEADER: &str = "类型,名称,IP地址,MAC地址,使用者,使用地点,机房,网址";
+
+/// The agent's state dir (spool, credential) inside a bureau's generated dir.
+pub const AGENT_STATE_DIR: &str = "agent-state";
+
+/// Where the generated files of a bureau go under a directory: `DIR/bN/`.
+pub fn bureau_dir(dir: &Path, bureau: u8) -> PathBuf {
+    dir.join(format!("b{bureau}"))
+}
+
+/// Writes every derived file under `dir`: `expected.json` and, per bureau,
+/// `bN/registry.csv` and `bN/agent.toml`. Returns the paths written.
+pub fn write_all(desc: &Description, facts: &Facts, dir: &Path) -> Result<Vec<PathBuf>, LabError> {
+    let mut written = Vec::new();
+    let mut put = |path: PathBuf, text: String| -> Result<(), LabError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| LabError::io(format!("creating {}", parent.display()), e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| LabError::io(format!("writing {}", path.display()), e))?;
+        written.push(path);
+        Ok(())
+    };
+    for b in &desc.bureaus {
+        let d = bureau_dir(dir, b.id);
+        put(d.join("registry.csv"), registry_csv(desc, b))?;
+        put(d.join("agent.toml"), agent_config(desc, b, dir))?;
+    }
+    let json = serde_json::to_string_pretty(facts).map_err(|e| LabError::State(format!("facts as JSON: {e}")))?;
+    put(dir.join("expected.json"), json + "\n")?;
+    Ok(written)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "是" } else { "否" }
+}
+
+/// The host part of an `http://ADDRESS/...` URL, when it is an IPv4 address.
+fn url_ip(url: &str) -> Option<Ipv4Addr> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    authority.split(':').next()?.parse().ok()
+}
+
+/// A bureau's registry (备案) as its staff would keep it: every registered live
+/// device (its LAN NIC), the stale entries, then application systems and portals.
+pub fn registry_csv(desc: &Description, bureau: &Bureau) -> String {
+    let mut out = String::from(REGISTRY_HEADER);
+    out.push('\n');
+    let mut row = |fields: [&str; 8]| {
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    };
+    for h in desc.hosts.iter().filter(|h| h.bureau == Some(bureau.id)) {
+        let (Some(r), Some(nic)) = (&h.registry, h.nic_on(bureau.lan)) else {
+            continue;
+        };
+        let (ip, mac) = (nic.ip.addr.to_string(), nic.mac.to_string());
+        row([
+            "设备",
+            &r.name,
+            &ip,
+            &mac,
+            &r.user,
+            &r.location,
+            yes_no(r.machine_room),
+            "",
+        ]);
+    }
+    for s in &bureau.stale {
+        let (ip, mac) = (s.ip.to_string(), s.mac.to_string());
+        row([
+            "设备",
+            &s.name,
+            &ip,
+            &mac,
+            &s.user,
+            &s.location,
+            yes_no(s.machine_room),
+            "",
+        ]);
+    }
+    for a in &bureau.apps {
+        let kind = match a.kind {
+            AppKind::App => "应用系统",
+            AppKind::Portal => "门户网站",
+        };
+        let ip = url_ip(&a.url).map(|ip| ip.to_string()).unwrap_or_default();
+        row([kind, &a.name, &ip, "", &a.user, &a.location, "否", &a.url]);
+    }
+    out
+}
+
+fn quoted(s: &str) -> String {
+    // A JSON string is a valid TOML basic string.
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn list(items: impl IntoIterator<Item = String>) -> String {
+    format!("[{}]", items.into_iter().collect::<Vec<_>>().join(", "))
+}
+
+/// A bureau's agent config, in the format of `deploy/agent.example.toml` (the agent's
+/// format is not final, issue 4: this one function is all there is to adapt).
+/// `dir` is where the generated files go; the agent's own state goes beside them.
+pub fn agent_config(desc: &Description, bureau: &Bureau, dir: &Path) -> String {
+    let mut out = String::new();
+    let agent = &desc.hosts[bureau.agent];
+    let _ = writeln!(
+        out,
+        "# Agent config of {} ({}), on lab host {}.",
+        bureau.name, bureau.unit_id, agent.name
+    );
+    let _ = writeln!(
+        out,
+        "# Generated by kaohe-lab from deploy/lab/lab.toml: change that file, not this one."
+    );
+    let _ = writeln!(out, "unit_id = {}", quoted(&bureau.unit_id));
+    let state = bureau_dir(dir, bureau.id).join(AGENT_STATE_DIR);
+    let _ = writeln!(out, "state_dir = {}", quoted(&state.display().to_string()));
+    let _ = writeln!(out, "\n[collector]\nurl = {}", quoted(&desc.collector_url()));
+    let _ = writeln!(out, "\n[schedule]\nprobe_interval_secs = {}", desc.agent_interval_secs);
+
+    let mut target = |name: &str, address: String, kind: &str, role: &str| {
+        let _ = writeln!(out, "\n[[reachability.targets]]\nname = {}", quoted(name));
+        let _ = writeln!(
+            out,
+            "address = {}\nkind = {}\nrole = {}",
+            quoted(&address),
+            quoted(kind),
+            quoted(role)
+        );
+    };
+    for t in &desc.agent_targets {
+        let address = desc.hosts[t.host].address();
+        for p in &t.probes {
+            match p {
+                TargetProbe::Icmp => target(&t.name, address.to_string(), "icmp", "upstream"),
+                TargetProbe::Tcp => {
+                    let name = format!("{}-tcp", t.name);
+                    target(&name, format!("{address}:{}", desc.collector.port), "tcp", "upstream");
+                }
+            }
+        }
+    }
+    // The bureau's registered machine-room devices (三.1), but the agent's own host.
+    for h in desc
+        .hosts
+        .iter()
+        .filter(|h| h.bureau == Some(bureau.id) && h.name != agent.name)
+    {
+        let (Some(r), Some(nic)) = (&h.registry, h.nic_on(bureau.lan)) else {
+            continue;
+        };
+        if r.machine_room {
+            target(&r.name, nic.ip.addr.to_string(), "icmp", "device");
+        }
+    }
+
+    for c in desc.canaries.iter().filter(|c| !c.leak) {
+        let protocols = c
+            .protocols
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap_or_default().to_string());
+        let _ = writeln!(out, "\n[[isolation.canaries]]\nname = {}", quoted(&c.name));
+        let _ = writeln!(
+            out,
+            "address = {}\nprotocols = {}",
+            quoted(&c.ip.to_string()),
+            list(protocols)
+        );
+    }
+    let private = desc.private_prefixes.iter().map(|p| quoted(&p.to_string()));
+    let _ = writeln!(out, "\n[self_check]\nprivate_prefixes = {}", list(private));
+    let prefixes = desc
+        .attached(bureau.lan)
+        .map(|(_, n)| n.ip.network().to_string())
+        .take(1)
+        .map(|p| quoted(&p));
+    let _ = writeln!(out, "\n[inventory]\nprefixes = {}", list(prefixes));
+    for a in &bureau.apps {
+        let kind = match a.kind {
+            AppKind::App => "app",
+            AppKind::Portal => "portal",
+        };
+        let _ = writeln!(
+            out,
+            "\n[[services]]\nkind = {}\nname = {}",
+            quoted(kind),
+            quoted(&a.name)
+        );
+        let _ = writeln!(out, "url = {}", quoted(&a.url));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts_are_read() {
+        assert_eq!(url_ip("http://10.0.0.20/tiaojie/"), Some(Ipv4Addr::new(10, 0, 0, 20)));
+        assert_eq!(url_ip("https://10.0.0.20:8443"), Some(Ipv4Addr::new(10, 0, 0, 20)));
+        assert_eq!(url_ip("https://example.org/"), None);
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("二楼"), "二楼");
+    }
+}
