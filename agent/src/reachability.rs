@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kaohe_rubric::evidence::{Outage, ProbeKind, ProbeRole, ProbeSample};
-use surge_ping::{Client, ICMP, PingIdentifier, PingSequence};
+use surge_ping::{Client, ICMP, IcmpPacket, PingIdentifier, PingSequence};
 
 use crate::config::{Probe, Role, Target};
 
@@ -72,7 +72,22 @@ impl Prober {
         let mut pinger = client.pinger(ip, PingIdentifier(self.ident)).await;
         pinger.timeout(self.timeout);
         match pinger.ping(PingSequence(seq), b"kaohe-probe").await {
-            Ok((_, rtt)) => Ok(rtt),
+            // Only an echo reply from the target counts; surge-ping also hands back ICMP
+            // errors (destination unreachable, time exceeded) that quote our request.
+            Ok((IcmpPacket::V4(p), rtt)) if p.get_icmp_type().0 == 0 && p.get_source() == ip => Ok(rtt),
+            Ok((IcmpPacket::V6(p), rtt)) if p.get_icmpv6_type().0 == 129 && IpAddr::V6(p.get_source()) == ip => Ok(rtt),
+            Ok((IcmpPacket::V4(p), _)) => Err(format!(
+                "ICMP 类型 {} 代码 {} 来自 {} (not an echo reply: unreachable or time exceeded)",
+                p.get_icmp_type().0,
+                p.get_icmp_code().0,
+                p.get_source()
+            )),
+            Ok((IcmpPacket::V6(p), _)) => Err(format!(
+                "ICMPv6 类型 {} 代码 {} 来自 {} (not an echo reply)",
+                p.get_icmpv6_type().0,
+                p.get_icmpv6_code().0,
+                p.get_source()
+            )),
             Err(surge_ping::SurgeError::Timeout { .. }) => Err("timeout".into()),
             Err(e) => Err(e.to_string()),
         }
