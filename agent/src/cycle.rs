@@ -6,12 +6,12 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use kaohe_rubric::evidence::{
-    CategoryResult, CheckFailure, CheckProblem, CheckStatus, DailyCheck, ProbeRole, ProbeSample, Report,
+    CategoryResult, CheckFailure, CheckProblem, CheckStatus, DailyCheck, ProbeRole, ProbeSample, Report, ServiceKind,
 };
 
 use crate::config::{CanaryProtocol, Config, Probe};
 use crate::reachability::Prober;
-use crate::{dual_homed, inventory, isolation, platform};
+use crate::{dual_homed, inventory, isolation, platform, services};
 
 /// Placeholder ids of an agent that has not enrolled yet.
 pub const UNENROLLED: &str = "unenrolled";
@@ -29,6 +29,45 @@ fn category(samples: &[&ProbeSample]) -> CategoryResult {
             })
             .collect(),
     }
+}
+
+/// The daily check record (日常检测) from a report's results: the network (upstream
+/// probes), registered devices (device probes), application systems and portals. A
+/// category the report has no results for stays absent. `None` when the network was
+/// not checked: a record without the network is no daily check.
+pub fn daily_record(report: &Report) -> Option<DailyCheck> {
+    if report.checks.reachability != CheckStatus::Ran {
+        return None;
+    }
+    let by_role =
+        |role: ProbeRole| -> Vec<&ProbeSample> { report.probes.samples.iter().filter(|s| s.role == role).collect() };
+    let upstream = by_role(ProbeRole::Upstream);
+    if upstream.is_empty() {
+        return None;
+    }
+    let devices = by_role(ProbeRole::Device);
+    let services = |kind: ServiceKind| -> Option<CategoryResult> {
+        let checks: Vec<_> = report.services.iter().filter(|s| s.kind == kind).collect();
+        (!checks.is_empty()).then(|| CategoryResult {
+            checked: checks.len() as u32,
+            failed: checks.iter().filter(|c| !c.ok).count() as u32,
+            failures: checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| CheckFailure {
+                    target: c.url.clone(),
+                    error: c.error.clone().unwrap_or_else(|| "failed".into()),
+                })
+                .collect(),
+        })
+    };
+    Some(DailyCheck {
+        at: Utc::now(),
+        network: category(&upstream),
+        devices: (!devices.is_empty()).then(|| category(&devices)),
+        apps: services(ServiceKind::App),
+        portals: services(ServiceKind::Portal),
+    })
 }
 
 /// Runs every configured check once and returns the report.
@@ -139,32 +178,22 @@ pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> 
         }
     }
     if !config.services.is_empty() {
-        report.checks.services = CheckStatus::Failed;
-        report.problems.push(CheckProblem {
-            check: "services".into(),
-            message: "应用系统与门户网站检测尚未实现 (service checks are not implemented yet)".into(),
-        });
+        match services::client() {
+            Ok(client) => {
+                report.services = services::check_all(&client, &config.services).await;
+                report.checks.services = CheckStatus::Ran;
+            }
+            Err(message) => {
+                report.checks.services = CheckStatus::Failed;
+                report.problems.push(CheckProblem {
+                    check: "services".into(),
+                    message,
+                });
+            }
+        }
     }
-    if report.checks.reachability == CheckStatus::Ran {
-        let upstream: Vec<&ProbeSample> = report
-            .probes
-            .samples
-            .iter()
-            .filter(|s| s.role == ProbeRole::Upstream)
-            .collect();
-        let devices: Vec<&ProbeSample> = report
-            .probes
-            .samples
-            .iter()
-            .filter(|s| s.role == ProbeRole::Device)
-            .collect();
-        report.daily_checks.push(DailyCheck {
-            at: Utc::now(),
-            network: category(&upstream),
-            devices: (!devices.is_empty()).then(|| category(&devices)),
-            apps: None,
-            portals: None,
-        });
+    if let Some(d) = daily_record(&report) {
+        report.daily_checks.push(d);
         report.checks.daily = CheckStatus::Ran;
     }
     report.created_at = Utc::now();
@@ -214,6 +243,18 @@ pub fn summary_zh(config: &Config, report: &Report) -> String {
             for f in v {
                 lines.push(format!("  {}: {}", f.detail, f.why_zh));
             }
+        }
+    }
+    if !report.services.is_empty() {
+        let ok = report.services.iter().filter(|x| x.ok).count();
+        lines.push(format!("应用系统与门户网站: {ok}/{} 正常", report.services.len()));
+        for x in report.services.iter().filter(|x| !x.ok) {
+            lines.push(format!(
+                "  异常: {} {} ({})",
+                x.name,
+                x.url,
+                x.error.as_deref().unwrap_or("")
+            ));
         }
     }
     if report.checks.inventory != CheckStatus::NotConfigured {

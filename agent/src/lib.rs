@@ -13,3 +13,4 @@ pub mod inventory;
 pub mod isolation;
 pub mod platform;
 pub mod reachability;
+pub mod services;

@@ -88,7 +88,11 @@ pub async fn check(client: &reqwest::Client, s: &Service) -> ServiceCheck {
         }
         Err(e) => ServiceCheck {
             tls_error: tls_error(&e),
-            error: Some(if e.is_timeout() { "timeout".into() } else { full_message(&e) }),
+            error: Some(if e.is_timeout() {
+                "timeout".into()
+            } else {
+                full_message(&e)
+            }),
             ..base
         },
     }

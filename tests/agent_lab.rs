@@ -1,0 +1,243 @@
+//! kaohe-agent in the network lab: `once` in each bureau sees exactly what the lab planted,
+//! and the collector scores the reports. Needs root (it skips, saying why, otherwise) and
+//! the agent binary, which `cargo test --workspace` builds.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use kaohe_collector::offline::{PeriodChoice, ScoreRequest, score_files};
+use kaohe_rubric::evidence::{CheckStatus, ProbeRole, Report, Severity};
+use kaohe_tests::lab::{self, Lab, Options};
+
+/// The `kaohe-agent` binary built beside this test.
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("kaohe-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p kaohe-agent`) first",
+        bin.display()
+    );
+    bin
+}
+
+fn once(lab: &Lab, bureau: u8) -> Report {
+    let host = format!("b{bureau}-agent");
+    let ns = lab.namespace(&host).expect("agent host");
+    let out_file = lab.state_dir().join(format!("b{bureau}-once.json"));
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(agent_bin())
+        .args(["once", "--config"])
+        .arg(lab.agent_config_path(bureau))
+        .arg("--out")
+        .arg(&out_file)
+        .output()
+        .expect("runs the agent");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    println!("bureau {bureau} agent says:\n{summary}");
+    assert!(out.status.success(), "agent failed in bureau {bureau}: {summary}");
+    let text = std::fs::read_to_string(&out_file).expect("report written");
+    Report::from_json(&text).expect("a valid v1 report")
+}
+
+/// Until a real collector runs in the lab, a listener stands in for its port so the
+/// agent's TCP probe of the collector has something to reach.
+fn stand_in_collector(lab: &Lab) -> Reaped {
+    let ns = lab.namespace("collector").expect("collector host");
+    let collector = lab
+        .description()
+        .hosts
+        .iter()
+        .find(|h| h.name == "collector")
+        .expect("collector")
+        .address();
+    let ready = lab.state_dir().join("stand-in-collector.ready");
+    let _ = std::fs::remove_file(&ready);
+    let child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_kaohe-lab"),
+            "serve",
+            "--netns",
+            &ns,
+            "--log",
+        ])
+        .arg(lab.state_dir().join("stand-in-collector.log"))
+        .arg("--ready")
+        .arg(&ready)
+        .args(["--tcp", &format!("{collector}:{}", lab.description().collector.port)])
+        .spawn()
+        .expect("listener starts");
+    assert!(
+        lab::wait_until(std::time::Duration::from_secs(5), || ready.exists()),
+        "listener not ready"
+    );
+    Reaped(child)
+}
+
+/// A child process that is killed and reaped when the test is done with it.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn violations(r: &Report) -> Vec<String> {
+    r.self_check
+        .iter()
+        .flat_map(|s| s.findings.iter())
+        .filter(|f| f.severity == Severity::Violation)
+        .map(|f| format!("{}: {}", f.code, f.detail))
+        .collect()
+}
+
+fn inventory_ips(r: &Report) -> BTreeSet<String> {
+    r.inventory.iter().map(|o| o.ip.clone()).collect()
+}
+
+#[test]
+fn agent_once_in_each_bureau_reports_what_the_lab_planted_and_the_collector_scores_it() {
+    if !lab::is_root() {
+        eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
+        return;
+    }
+    let lab = Lab::up(Options::new("ka", env!("CARGO_BIN_EXE_kaohe-lab"))).expect("lab comes up");
+    let _collector = stand_in_collector(&lab);
+    let facts = lab.facts().clone();
+    let bureau = |id: u8| facts.bureaus.iter().find(|b| b.id == id).expect("bureau").clone();
+
+    // Bureau 1, the control: everything up, no breach, no finding, inventory = live devices.
+    let r1 = once(&lab, 1);
+    for check in [
+        r1.checks.reachability,
+        r1.checks.isolation,
+        r1.checks.self_check,
+        r1.checks.inventory,
+    ] {
+        assert_eq!(check, CheckStatus::Ran, "{:?}", r1.problems);
+    }
+    let down: Vec<_> = r1.probes.samples.iter().filter(|s| !s.ok).collect();
+    assert!(down.is_empty(), "bureau 1 targets down: {down:?}");
+    assert!(r1.probes.samples.iter().any(|s| s.role == ProbeRole::Upstream));
+    let breaches: Vec<_> = r1.isolation.iter().filter(|i| i.reached).collect();
+    assert!(
+        breaches.is_empty(),
+        "bureau 1 must not reach the internet: {breaches:?}"
+    );
+    assert!(!r1.isolation.is_empty());
+    assert!(violations(&r1).is_empty(), "{:?}", violations(&r1));
+    let live: BTreeSet<String> = bureau(1).live_devices.iter().map(|d| d.ip.to_string()).collect();
+    assert_eq!(
+        inventory_ips(&r1),
+        live,
+        "inventory of bureau 1 = exactly its live devices"
+    );
+    for o in &r1.inventory {
+        let want = bureau(1)
+            .live_devices
+            .iter()
+            .find(|d| d.ip.to_string() == o.ip)
+            .map(|d| d.mac.clone());
+        assert_eq!(o.mac, want, "MAC of {}", o.ip);
+    }
+    assert!(r1.services.iter().all(|s| s.ok), "{:?}", r1.services);
+    assert_eq!(r1.daily_checks.len(), 1);
+
+    // Bureau 2: the unregistered device is in the inventory; the docker0/tun host is not flagged.
+    let r2 = once(&lab, 2);
+    let b2 = bureau(2);
+    for d in &b2.unregistered {
+        assert!(
+            inventory_ips(&r2).contains(&d.ip.to_string()),
+            "unregistered {} not found",
+            d.ip
+        );
+    }
+    for d in &b2.stale {
+        assert!(
+            !inventory_ips(&r2).contains(&d.ip.to_string()),
+            "stale {} cannot be live",
+            d.ip
+        );
+    }
+    assert!(
+        b2.false_positive_controls.contains(&b2.agent),
+        "the agent host is the control"
+    );
+    assert!(
+        violations(&r2).is_empty(),
+        "docker0/tun host flagged: {:?}",
+        violations(&r2)
+    );
+    assert!(
+        r2.isolation.iter().all(|i| !i.reached),
+        "bureau 2's agent host has no internet path"
+    );
+
+    // Bureau 3: the LAN reaches the internet through the rogue router.
+    let r3 = once(&lab, 3);
+    let reached: Vec<_> = r3.isolation.iter().filter(|i| i.reached).collect();
+    assert!(!reached.is_empty(), "bureau 3's breach not reported");
+    let rogue_ip = lab
+        .description()
+        .hosts
+        .iter()
+        .find(|h| h.name == "b3-rogue")
+        .map(|h| h.address().to_string());
+    assert!(
+        reached.iter().all(|i| i.next_hop == rogue_ip),
+        "breach via the rogue router: {reached:?}"
+    );
+
+    // The collector scores the reports against the lab's registries.
+    let score = |b: u8, r: &Report| {
+        let path = lab.state_dir().join(format!("b{b}-once.json"));
+        assert_eq!(
+            Report::from_json(&std::fs::read_to_string(&path).expect("read")).expect("parse"),
+            *r
+        );
+        score_files(&ScoreRequest {
+            rubric: None,
+            registry: lab.registry_path(b),
+            unit: None,
+            evidence: vec![path],
+            period: PeriodChoice::Auto,
+            as_of: None,
+        })
+        .expect("scores")
+    };
+    let item = |s: &kaohe_rubric::Sheet, id: &str| s.items.iter().find(|i| i.id == id).expect("item").clone();
+    let s1 = score(1, &r1);
+    assert_eq!(
+        item(&s1, "二.1").score,
+        Some(3.0),
+        "{:#?}",
+        item(&s1, "二.1").deductions
+    );
+    assert_eq!(item(&s1, "三.3").score, Some(5.0));
+    assert_eq!(
+        item(&s1, "三.4").score,
+        Some(5.0),
+        "{:#?}",
+        item(&s1, "三.4").deductions
+    );
+    let s2 = score(2, &r2);
+    let d21 = item(&s2, "二.1");
+    assert!(d21.score < Some(3.0));
+    let ev = serde_json::to_string(&d21.deductions).expect("json");
+    for d in &b2.unregistered {
+        assert!(ev.contains(&d.ip.to_string()), "二.1 evidence names {}: {ev}", d.ip);
+    }
+    let s3 = score(3, &r3);
+    assert!(item(&s3, "三.3").score < Some(5.0) || r3.isolation.iter().filter(|i| i.reached).count() > 0);
+
+    let down = lab.down().expect("teardown");
+    println!("lab down in {down:?}");
+}
