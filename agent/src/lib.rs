@@ -8,9 +8,12 @@
 pub mod arp;
 pub mod config;
 pub mod cycle;
+pub mod daemon;
+pub mod delivery;
 pub mod dual_homed;
 pub mod inventory;
 pub mod isolation;
 pub mod platform;
 pub mod reachability;
 pub mod services;
+pub mod spool;

@@ -21,6 +21,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// 以守护进程运行: 按计划检测, 报告写入本地队列并发送到采集中心; SIGTERM 时干净退出
+    /// (run as a daemon; clean shutdown on SIGTERM)
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// 运行一轮全部检测并输出报告, 不需要采集中心 (one full cycle of every check; prints the report)
     Once {
         /// 配置文件 (config file)
@@ -54,6 +60,33 @@ fn load(path: &PathBuf) -> Result<Config, ExitCode> {
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("错误 (error): 无法启动运行时 (cannot start the runtime): {e}");
+            ExitCode::from(70)
+        })
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -71,6 +104,32 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAOHE_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     match cli.command {
+        Command::Run { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let result = rt.block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutting down");
+                    let _ = tx.send(true);
+                });
+                kaohe_agent::daemon::run(c, rx).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("错误 (error): {e}");
+                    ExitCode::from(74)
+                }
+            }
+        }
         Command::CheckConfig { config } => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -85,16 +144,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("错误 (error): 无法启动运行时: {e}");
-                    return ExitCode::from(70);
-                }
+                Err(code) => return code,
             };
             let report = rt.block_on(cycle::once(&c, chrono::Utc::now(), 0));
             eprintln!("{}", cycle::summary_zh(&c, &report));

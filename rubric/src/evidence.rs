@@ -49,6 +49,15 @@ pub struct Report {
     /// Why a check `failed`, for the bureau's IT staff.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<CheckProblem>,
+    /// Reports this agent's spool has dropped in all (oldest first), because the collector
+    /// was unreachable for longer than the spool could hold. Cumulative, so that losing a
+    /// report cannot hide a drop.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spool_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A check that could not run as configured, and why.
@@ -79,8 +88,11 @@ pub enum CheckStatus {
     Ran,
     /// The agent's config does not enable it.
     NotConfigured,
-    /// It should have run but could not (e.g. no CAP_NET_RAW); the report says why elsewhere.
+    /// It should have run but could not (e.g. no CAP_NET_RAW); `problems` says why.
     Failed,
+    /// Configured, but no round of it fell within this report's batch (a check that runs
+    /// every five minutes is absent from most one-minute batches).
+    NotDue,
 }
 
 /// The status of every check kind. All fields are required in v1.
@@ -473,6 +485,7 @@ impl Report {
             daily_checks: Vec::new(),
             leaks: Vec::new(),
             problems: Vec::new(),
+            spool_dropped: 0,
         }
     }
 }

@@ -1,0 +1,410 @@
+//! The daemon (`kaohe-agent run`): every check on its own schedule, reports batched every
+//! `report_interval` into the spool, and an uploader that drains the spool to the
+//! collector. One shutdown signal stops every task; the batch under way is spooled first.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Local, NaiveDate, Utc};
+use kaohe_rubric::evidence::{
+    CheckProblem, CheckStatus, Checks, DailyCheck, IsolationResult, Observation, ProbeSample, Report, SelfCheck,
+    ServiceCheck,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::cycle::{self, UNENROLLED};
+use crate::delivery::{self, Backoff};
+use crate::reachability::{OutageTracker, Prober};
+use crate::spool::{Spool, write_durably};
+use crate::{dual_homed, inventory, isolation, platform, services};
+
+/// File names in the state directory.
+pub const CREDENTIAL_FILE: &str = "credential";
+pub const CA_FILE: &str = "collector-ca.pem";
+const SEQUENCE_FILE: &str = "sequence";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Results gathered since the last report.
+#[derive(Debug, Default)]
+struct Batch {
+    samples: Vec<ProbeSample>,
+    isolation: Vec<IsolationResult>,
+    self_check: Option<SelfCheck>,
+    inventory: BTreeMap<String, Observation>,
+    services: Vec<ServiceCheck>,
+    daily: Vec<DailyCheck>,
+    problems: Vec<CheckProblem>,
+    ran_reachability: bool,
+    ran_isolation: bool,
+    ran_inventory: bool,
+    ran_services: bool,
+    failed_inventory: bool,
+}
+
+/// State that outlives batches.
+#[derive(Debug)]
+struct Memory {
+    tracker: OutageTracker,
+    first_seen: BTreeMap<(String, Option<String>), DateTime<Utc>>,
+    last_round: Vec<ProbeSample>,
+    last_services: Vec<ServiceCheck>,
+    last_daily: Option<NaiveDate>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    started_at: DateTime<Utc>,
+    batch: Mutex<Batch>,
+    memory: Mutex<Memory>,
+    spool: Spool,
+    sequence: Mutex<u64>,
+    spooled: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn status(configured: bool, ran: bool, failed: bool) -> CheckStatus {
+    match (configured, ran, failed) {
+        (false, _, _) => CheckStatus::NotConfigured,
+        (true, _, true) => CheckStatus::Failed,
+        (true, true, false) => CheckStatus::Ran,
+        (true, false, false) => CheckStatus::NotDue,
+    }
+}
+
+impl Shared {
+    fn next_sequence(&self) -> u64 {
+        let mut seq = lock(&self.sequence);
+        *seq += 1;
+        let path = self.config.state_dir.join(SEQUENCE_FILE);
+        if let Err(e) = write_durably(&self.config.state_dir, &path, seq.to_string().as_bytes()) {
+            tracing::error!(error = %e, "cannot persist the report sequence");
+        }
+        *seq
+    }
+
+    /// Turns the batch into a report and spools it.
+    fn flush(&self) -> Result<(), DaemonError> {
+        let c = &self.config;
+        let batch = std::mem::take(&mut *lock(&self.batch));
+        let outages = lock(&self.memory).tracker.take_report();
+        let mut r = Report::empty(
+            uuid::Uuid::new_v4(),
+            c.agent_id.as_deref().unwrap_or(UNENROLLED),
+            c.unit_id.as_deref().unwrap_or(UNENROLLED),
+            self.next_sequence(),
+            Utc::now(),
+            platform::host_facts(self.started_at),
+        );
+        r.checks = Checks {
+            reachability: status(!c.targets.is_empty(), batch.ran_reachability, false),
+            isolation: status(!c.canaries.is_empty(), batch.ran_isolation, false),
+            self_check: status(!c.private_prefixes.is_empty(), batch.self_check.is_some(), false),
+            inventory: status(
+                !c.inventory_prefixes.is_empty(),
+                batch.ran_inventory,
+                batch.failed_inventory,
+            ),
+            services: status(!c.services.is_empty(), batch.ran_services, false),
+            daily: status(!c.targets.is_empty(), !batch.daily.is_empty(), false),
+            leak_detection: CheckStatus::NotConfigured,
+        };
+        r.probes.interval_secs = c.schedule.probe_interval.as_secs().try_into().unwrap_or(u32::MAX);
+        r.probes.samples = batch.samples;
+        r.outages = outages;
+        r.isolation = batch.isolation;
+        r.self_check = batch.self_check;
+        r.inventory = batch.inventory.into_values().collect();
+        r.services = batch.services;
+        r.daily_checks = batch.daily;
+        r.problems = batch.problems;
+        self.spool.push(&mut r)?;
+        tracing::debug!(sequence = r.sequence, "report spooled");
+        self.spooled.notify_one();
+        Ok(())
+    }
+}
+
+fn read_sequence(state_dir: &Path, spool: &Spool) -> u64 {
+    let saved = std::fs::read_to_string(state_dir.join(SEQUENCE_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let spooled = spool
+        .pending()
+        .ok()
+        .and_then(|p| p.last().map(|e| e.sequence))
+        .unwrap_or(0);
+    saved.max(spooled)
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        DaemonError::Setup(format!(
+            "无法创建状态目录 {} (cannot create the state directory): {e}",
+            config.state_dir.display()
+        ))
+    })?;
+    let spool = Spool::open(&config.state_dir.join("spool"), config.spool_max_bytes)?;
+    let sequence = read_sequence(&config.state_dir, &spool);
+    if config.is_empty() {
+        tracing::warn!("配置为空: 不探测任何目标, 只发送心跳报告 (empty config: nothing is probed)");
+    }
+    let shared = Arc::new(Shared {
+        memory: Mutex::new(Memory {
+            tracker: OutageTracker::new(config.down_after_misses),
+            first_seen: BTreeMap::new(),
+            last_round: Vec::new(),
+            last_services: Vec::new(),
+            last_daily: None,
+        }),
+        config,
+        started_at: Utc::now(),
+        batch: Mutex::new(Batch::default()),
+        spool,
+        sequence: Mutex::new(sequence),
+        spooled: Notify::new(),
+    });
+    let prober = Prober::new(shared.config.probe_timeout);
+    let mut tasks = tokio::task::JoinSet::new();
+    let c = &shared.config;
+    if !c.targets.is_empty() {
+        tasks.spawn(probe_loop(shared.clone(), prober.clone(), shutdown.clone()));
+        tasks.spawn(daily_loop(shared.clone(), shutdown.clone()));
+    }
+    if !c.canaries.is_empty() {
+        tasks.spawn(isolation_loop(shared.clone(), prober.clone(), shutdown.clone()));
+    }
+    if !c.private_prefixes.is_empty() {
+        tasks.spawn(self_check_loop(shared.clone(), shutdown.clone()));
+    }
+    if !c.inventory_prefixes.is_empty() {
+        tasks.spawn(inventory_loop(shared.clone(), shutdown.clone()));
+    }
+    if !c.services.is_empty() {
+        tasks.spawn(services_loop(shared.clone(), shutdown.clone()));
+    }
+    tasks.spawn(upload_loop(shared.clone(), shutdown.clone()));
+
+    let mut batch_timer = tokio::time::interval(shared.config.schedule.report_interval);
+    batch_timer.tick().await;
+    let result = loop {
+        tokio::select! {
+            _ = batch_timer.tick() => {
+                if let Err(e) = shared.flush() {
+                    tracing::error!(error = %e, "cannot spool the report");
+                }
+            }
+            _ = shutdown.changed() => {
+                // The batch under way is spooled before the agent stops.
+                break shared.flush();
+            }
+        }
+    };
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+/// Waits for the next tick or shutdown; false on shutdown.
+async fn tick(timer: &mut tokio::time::Interval, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = timer.tick() => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
+async fn probe_loop(s: Arc<Shared>, prober: Prober, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(s.config.schedule.probe_interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq: u16 = 0;
+    while tick(&mut timer, &mut shutdown).await {
+        seq = seq.wrapping_add(1);
+        let samples = prober.round(&s.config.targets, seq).await;
+        {
+            let mut m = lock(&s.memory);
+            for x in &samples {
+                m.tracker.observe(x);
+            }
+            m.last_round = samples.clone();
+        }
+        let mut b = lock(&s.batch);
+        b.samples.extend(samples);
+        b.ran_reachability = true;
+        if let (Some(e), true) = (prober.icmp_error(), b.problems.is_empty()) {
+            b.problems.push(CheckProblem {
+                check: "reachability".into(),
+                message: e.to_string(),
+            });
+        }
+    }
+}
+
+async fn isolation_loop(s: Arc<Shared>, prober: Prober, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(s.config.schedule.isolation_interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while tick(&mut timer, &mut shutdown).await {
+        let routes = platform::routes();
+        let results = isolation::check(&prober, &s.config.canaries, &routes, s.config.isolation_timeout).await;
+        let mut b = lock(&s.batch);
+        b.isolation.extend(results);
+        b.ran_isolation = true;
+    }
+}
+
+async fn self_check_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(s.config.schedule.self_check_interval);
+    let canaries: Vec<IpAddr> = s.config.canaries.iter().map(|c| c.ip).collect();
+    while tick(&mut timer, &mut shutdown).await {
+        let sc = dual_homed::analyse(&platform::host_net(), &s.config.private_prefixes, &canaries, Utc::now());
+        lock(&s.batch).self_check = Some(sc);
+    }
+}
+
+async fn inventory_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(s.config.schedule.inventory_interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while tick(&mut timer, &mut shutdown).await {
+        let (prefixes, iface, pps) = (
+            s.config.inventory_prefixes.clone(),
+            s.config.inventory_interface.clone(),
+            s.config.inventory_max_pps,
+        );
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut found = inventory::Found::default();
+            let errors: Vec<String> = prefixes
+                .iter()
+                .filter_map(|p| inventory::sweep(p, iface.as_deref(), pps, &mut found).err())
+                .collect();
+            inventory::add_neighbours(&prefixes, &mut found);
+            (found, errors)
+        })
+        .await;
+        let Ok((found, errors)) = swept else { continue };
+        let now = Utc::now();
+        let mut observations = inventory::observations(&found, now);
+        {
+            let mut m = lock(&s.memory);
+            for o in &mut observations {
+                let first = *m.first_seen.entry((o.ip.clone(), o.mac.clone())).or_insert(now);
+                o.first_seen = first;
+            }
+        }
+        let mut b = lock(&s.batch);
+        for o in observations {
+            b.inventory.insert(o.ip.clone(), o);
+        }
+        b.ran_inventory = true;
+        b.failed_inventory = !errors.is_empty();
+        b.problems.extend(errors.into_iter().map(|message| CheckProblem {
+            check: "inventory".into(),
+            message,
+        }));
+    }
+}
+
+async fn services_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let client = match services::client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "service checks disabled");
+            return;
+        }
+    };
+    let mut timer = tokio::time::interval(s.config.schedule.services_interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while tick(&mut timer, &mut shutdown).await {
+        let results = services::check_all(&client, &s.config.services).await;
+        lock(&s.memory).last_services = results.clone();
+        let mut b = lock(&s.batch);
+        b.services.extend(results);
+        b.ran_services = true;
+    }
+}
+
+/// Once a day, at `daily_check_at` local time (or at start if that time has passed
+/// and today has no record yet), records the daily check from the latest results.
+async fn daily_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(Duration::from_secs(20));
+    while tick(&mut timer, &mut shutdown).await {
+        let now = Local::now();
+        let today = now.date_naive();
+        let mut m = lock(&s.memory);
+        if now.time() < s.config.schedule.daily_check_at || m.last_daily == Some(today) || m.last_round.is_empty() {
+            continue;
+        }
+        let mut report = Report::empty(
+            uuid::Uuid::nil(),
+            "",
+            "",
+            0,
+            Utc::now(),
+            platform::host_facts(s.started_at),
+        );
+        report.checks.reachability = CheckStatus::Ran;
+        report.probes.samples = m.last_round.clone();
+        report.services = m.last_services.clone();
+        if let Some(d) = cycle::daily_record(&report) {
+            m.last_daily = Some(today);
+            lock(&s.batch).daily.push(d);
+        }
+    }
+}
+
+async fn upload_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let Some(collector) = s.config.collector.clone() else {
+        tracing::warn!("未配置采集中心: 报告只保存在本地队列 (no collector configured; reports stay in the spool)");
+        return;
+    };
+    let dir: PathBuf = s.config.state_dir.clone();
+    let mut backoff = Backoff::default();
+    loop {
+        let credential = std::fs::read_to_string(dir.join(CREDENTIAL_FILE)).map(|c| c.trim().to_string());
+        let ca = std::fs::read(dir.join(CA_FILE));
+        let wait = match (credential, ca) {
+            (Ok(cred), Ok(ca)) => match delivery::client(&ca, collector.ca_fingerprint.as_deref()) {
+                Ok(client) => match delivery::drain(&s.spool, &client, &collector.url, &cred).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(delivered = n, "reports delivered");
+                        }
+                        backoff.reset();
+                        None
+                    }
+                    Err((n, why)) => {
+                        let w = backoff.next_wait();
+                        tracing::warn!(delivered = n, reason = %why, retry_in_ms = w.as_millis() as u64, "delivery paused");
+                        Some(w)
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot trust the collector");
+                    Some(backoff.next_wait())
+                }
+            },
+            _ => {
+                tracing::warn!("尚未注册: 缺少凭据或采集中心证书, 请运行 kaohe-agent enroll (not enrolled yet)");
+                Some(backoff.next_wait())
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = s.spooled.notified(), if wait.is_none() => {}
+            _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
+        }
+    }
+}
