@@ -241,3 +241,114 @@ fn agent_once_in_each_bureau_reports_what_the_lab_planted_and_the_collector_scor
     let down = lab.down().expect("teardown");
     println!("lab down in {down:?}");
 }
+
+/// Outages in the spooled reports of an agent, one per (target, start), with their ends.
+fn spooled_outages(state_dir: &std::path::Path) -> Vec<kaohe_rubric::evidence::Outage> {
+    let mut by_key: std::collections::BTreeMap<(String, i64), kaohe_rubric::evidence::Outage> = Default::default();
+    let spool = state_dir.join("spool");
+    for e in std::fs::read_dir(&spool).expect("spool").flatten() {
+        if e.path().extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let r = Report::from_json(&std::fs::read_to_string(e.path()).expect("read")).expect("spooled report is v1");
+        for o in r.outages {
+            let key = (o.target.clone(), o.start.timestamp_millis());
+            let slot = by_key.entry(key).or_insert_with(|| o.clone());
+            if o.end.is_some() {
+                slot.end = o.end;
+            }
+        }
+    }
+    by_key.into_values().collect()
+}
+
+#[test]
+fn daemon_in_bureau_3_records_each_uplink_flap_as_an_outage_within_two_probe_intervals() {
+    if !lab::is_root() {
+        eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
+        return;
+    }
+    let mut lab = Lab::up(Options::new("kf", env!("CARGO_BIN_EXE_kaohe-lab"))).expect("lab comes up");
+    let _collector = stand_in_collector(&lab);
+    // Bureau 3's generated config, quickened: probes every second, a report every 2 s.
+    let generated = std::fs::read_to_string(lab.agent_config_path(3)).expect("config");
+    let quick = generated.replacen(
+        "[schedule]\nprobe_interval_secs = 30",
+        "[schedule]\nprobe_interval_secs = 1\nreport_interval_secs = 2",
+        1,
+    );
+    assert_ne!(quick, generated, "the generated config has the expected schedule line");
+    let config = lab.state_dir().join("b3-quick.toml");
+    std::fs::write(&config, &quick).expect("write config");
+    let cfg = kaohe_agent_config_state_dir(&quick);
+    let _ = std::fs::remove_dir_all(&cfg);
+
+    let ns = lab.namespace("b3-agent").expect("agent host");
+    let agent = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(agent_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .spawn()
+        .expect("daemon starts");
+    let agent = Reaped(agent);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    lab.flap_start(std::time::Duration::from_secs(10), std::time::Duration::from_secs(4))
+        .expect("flapping starts");
+    std::thread::sleep(std::time::Duration::from_secs(23));
+    lab.flap_stop().expect("flapping stops");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(agent.0.id().to_string())
+        .status();
+    drop(agent);
+
+    let events = lab.flap_events();
+    let downs: Vec<i64> = events
+        .iter()
+        .filter(|e| e.state == "down")
+        .map(|e| e.t_unix_ms as i64)
+        .collect();
+    let ups: Vec<i64> = events
+        .iter()
+        .filter(|e| e.state == "up")
+        .map(|e| e.t_unix_ms as i64)
+        .collect();
+    assert!(downs.len() >= 2, "two flaps at least: {events:?}");
+    let outages = spooled_outages(&cfg);
+    println!("flaps: {events:?}\noutages: {outages:#?}");
+    let hub = lab
+        .description()
+        .hosts
+        .iter()
+        .find(|h| h.name == "hub")
+        .expect("hub")
+        .address()
+        .to_string();
+    let tolerance = 2_000; // two probe intervals, in ms
+    for (i, down) in downs.iter().enumerate() {
+        let Some(up) = ups.iter().find(|u| *u > down) else {
+            continue;
+        };
+        let hit = outages.iter().find(|o| {
+            o.target == hub
+                && (o.start.timestamp_millis() - down).abs() <= tolerance
+                && o.end.is_some_and(|e| (e.timestamp_millis() - up).abs() <= tolerance)
+        });
+        assert!(
+            hit.is_some(),
+            "flap {i} ({down}..{up}) has no matching outage of {hub}: {outages:#?}"
+        );
+    }
+    let _ = lab.down();
+}
+
+/// The `state_dir` a generated agent config names.
+fn kaohe_agent_config_state_dir(config: &str) -> std::path::PathBuf {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("state_dir = "))
+        .map(|v| std::path::PathBuf::from(v.trim().trim_matches('"')))
+        .expect("state_dir in config")
+}
