@@ -352,3 +352,77 @@ fn kaohe_agent_config_state_dir(config: &str) -> std::path::PathBuf {
         .map(|v| std::path::PathBuf::from(v.trim().trim_matches('"')))
         .expect("state_dir in config")
 }
+
+#[test]
+fn agent_needs_only_cap_net_raw_as_an_unprivileged_user() {
+    if !lab::is_root() {
+        eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
+        return;
+    }
+    if std::process::Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipping: setpriv (util-linux) is not installed");
+        return;
+    }
+    let lab = Lab::up(Options::new("kc", env!("CARGO_BIN_EXE_kaohe-lab"))).expect("lab comes up");
+    // A copy of the binary and config that the unprivileged user can read.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("kaohe-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = dir.join("kaohe-agent");
+    std::fs::copy(agent_bin(), &bin).expect("copy agent");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = dir.join("agent.toml");
+    std::fs::copy(lab.agent_config_path(1), &config).expect("copy config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let ns = lab.namespace("b1-agent").expect("agent host");
+    let run = |caps: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ])
+            .args(caps)
+            .arg(&bin)
+            .args(["once", "--config"])
+            .arg(&config)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Report::from_json(&String::from_utf8_lossy(&out.stdout)).expect("report")
+    };
+    let with_cap = run(&["--inh-caps=+net_raw", "--ambient-caps=+net_raw"]);
+    assert_eq!(
+        with_cap.checks.reachability,
+        CheckStatus::Ran,
+        "{:?}",
+        with_cap.problems
+    );
+    assert_eq!(with_cap.checks.inventory, CheckStatus::Ran, "{:?}", with_cap.problems);
+    let icmp: Vec<_> = with_cap
+        .probes
+        .samples
+        .iter()
+        .filter(|s| s.kind == kaohe_rubric::evidence::ProbeKind::Icmp)
+        .collect();
+    assert!(
+        !icmp.is_empty() && icmp.iter().all(|s| s.ok),
+        "ICMP works with CAP_NET_RAW: {icmp:?}"
+    );
+    assert!(with_cap.inventory.len() > 1);
+    // Without it the agent says what is missing instead of reporting the network down.
+    let without = run(&[]);
+    assert_eq!(without.checks.inventory, CheckStatus::Failed);
+    assert!(
+        without.problems.iter().any(|p| p.message.contains("CAP_NET_RAW")),
+        "{:?}",
+        without.problems
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = lab.down();
+}
