@@ -153,7 +153,18 @@ fn read_sequence(state_dir: &Path, spool: &Spool) -> u64 {
 }
 
 /// Runs until `shutdown` turns true.
-pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+pub async fn run(mut config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    // What `kaohe-agent enroll` stored fills in what the config file leaves out.
+    if let Some(e) = crate::enroll::Enrollment::load(&config.state_dir) {
+        config.agent_id.get_or_insert(e.agent_id);
+        config.unit_id.get_or_insert(e.unit_id);
+        if config.collector.is_none() {
+            config.collector = Some(crate::config::Collector {
+                url: e.collector_url,
+                ca_fingerprint: Some(e.ca_fingerprint),
+            });
+        }
+    }
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         DaemonError::Setup(format!(
             "无法创建状态目录 {} (cannot create the state directory): {e}",

@@ -111,7 +111,12 @@ pub async fn send(client: &reqwest::Client, collector: &str, credential: &str, r
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => return Sent::Retry(format!("无法连接采集中心 (collector unreachable): {e}")),
+        Err(e) => {
+            return Sent::Retry(format!(
+                "无法连接采集中心 (collector unreachable): {}",
+                crate::services::full_message(&e)
+            ));
+        }
     };
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();

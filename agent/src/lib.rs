@@ -11,6 +11,7 @@ pub mod cycle;
 pub mod daemon;
 pub mod delivery;
 pub mod dual_homed;
+pub mod enroll;
 pub mod inventory;
 pub mod isolation;
 pub mod platform;

@@ -36,6 +36,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// 用采集中心发放的一次性令牌注册本代理 (enrol with a one-time token from the collector)
+    Enroll {
+        /// kaohe-collector token create 输出的令牌 (the token printed by `kaohe-collector token create`)
+        token: String,
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// 检查配置文件并说明将检测什么 (validate the config and say what it will check)
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
@@ -127,6 +134,51 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("错误 (error): {e}");
                     ExitCode::from(74)
+                }
+            }
+        }
+        Command::Enroll { token, config } => {
+            let token = match kaohe_agent::enroll::Token::decode(&token) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("错误 (error): {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            // A missing config file is fine here: enrolment needs only the state directory.
+            let c = if config.exists() {
+                match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                }
+            } else {
+                match Config::from_toml("", "(default)") {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("错误 (error): {e}");
+                        return ExitCode::from(70);
+                    }
+                }
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let now = chrono::Utc::now().timestamp();
+            match rt.block_on(kaohe_agent::enroll::enroll(&token, &c.state_dir, now)) {
+                Ok(e) => {
+                    println!(
+                        "注册成功 (enrolled): 单位 {} 代理 {}; 采集中心 {}; 凭据已保存在 {}",
+                        e.unit_id,
+                        e.agent_id,
+                        e.collector_url,
+                        c.state_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("错误 (error): 注册失败 (enrolment failed): {e}");
+                    ExitCode::from(69)
                 }
             }
         }

@@ -45,7 +45,7 @@ fn tls_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-fn full_message(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn full_message(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(s) = cur {

@@ -1,0 +1,239 @@
+//! Enrolment: `kaohe-agent enroll TOKEN` exchanges a one-time token from the collector
+//! (`kaohe-collector token create --unit PATH`) for this agent's own credential.
+//!
+//! The token is one line, `kaohe1.` followed by base64url (no padding) of JSON:
+//! `{"u": collector URL, "f": "sha256:…" CA fingerprint, "s": one-time secret,
+//!   "x": expiry (Unix seconds), "n": unit path}`.
+//! The agent connects to `POST {u}/api/v1/enroll` trusting only a CA whose fingerprint is
+//! `f` (the collector presents it in its chain), sends `{"secret", "hostname",
+//! "agent_version"}`, and receives `{"agent_id", "unit_id", "credential", "ca_pem"}`. It
+//! stores the credential (mode 0600), the CA certificate and `enrollment.json` in the
+//! state directory; the collector keeps only a hash of the credential.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use rustls::DigitallySignedStruct;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::{CA_FILE, CREDENTIAL_FILE};
+use crate::delivery::fingerprint;
+use crate::spool::write_durably;
+
+pub const TOKEN_PREFIX: &str = "kaohe1.";
+pub const ENROLL_PATH: &str = "/api/v1/enroll";
+pub const ENROLLMENT_FILE: &str = "enrollment.json";
+
+/// What a token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    #[serde(rename = "u")]
+    pub url: String,
+    #[serde(rename = "f")]
+    pub ca_fingerprint: String,
+    #[serde(rename = "s")]
+    pub secret: String,
+    #[serde(rename = "x")]
+    pub expires: i64,
+    #[serde(rename = "n")]
+    pub unit: String,
+}
+
+impl Token {
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+        )
+    }
+
+    pub fn decode(text: &str) -> Result<Token, String> {
+        let body = text
+            .trim()
+            .strip_prefix(TOKEN_PREFIX)
+            .ok_or("注册令牌应以 kaohe1. 开头 (a token starts with kaohe1.)")?;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| "注册令牌已损坏, 请完整复制 (the token is damaged; copy it whole)".to_string())?;
+        let t: Token = serde_json::from_slice(&json)
+            .map_err(|_| "注册令牌内容无效 (the token's content is invalid)".to_string())?;
+        if !t.url.starts_with("https://") {
+            return Err("注册令牌中的采集中心地址不是 https:// (the token's collector URL is not https)".into());
+        }
+        Ok(t)
+    }
+}
+
+/// What the agent keeps after enrolling (besides the credential and the CA certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub agent_id: String,
+    pub unit_id: String,
+    pub collector_url: String,
+    pub ca_fingerprint: String,
+}
+
+impl Enrollment {
+    pub fn load(state_dir: &Path) -> Option<Enrollment> {
+        let text = std::fs::read_to_string(state_dir.join(ENROLLMENT_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+#[derive(Deserialize)]
+struct Granted {
+    agent_id: String,
+    unit_id: String,
+    credential: String,
+    ca_pem: String,
+}
+
+/// Trusts a server whose chain includes the CA with the pinned fingerprint and whose
+/// certificate that CA signed for the name connected to.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| fingerprint(c).eq_ignore_ascii_case(&self.pin))
+            .ok_or_else(|| {
+                rustls::Error::General(format!(
+                    "采集中心未出示指纹为 {} 的 CA 证书 (the collector did not present the pinned CA)",
+                    self.pin
+                ))
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Enrols with the collector named in `token` and stores the result in `state_dir`.
+pub async fn enroll(token: &Token, state_dir: &Path, now_unix: i64) -> Result<Enrollment, String> {
+    if token.expires < now_unix {
+        return Err("注册令牌已过期, 请向管理员申请新令牌 (the token has expired; ask for a new one)".into());
+    }
+    crate::services::install_crypto_provider();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            pin: token.ca_fingerprint.to_lowercase(),
+            provider,
+        }))
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("{}{ENROLL_PATH}", token.url.trim_end_matches('/'));
+    let body = serde_json::json!({
+        "secret": token.secret,
+        "hostname": sysinfo::System::host_name().unwrap_or_default(),
+        "agent_version": env!("CARGO_PKG_VERSION"),
+    });
+    let resp = client.post(&url).json(&body).send().await.map_err(|e| {
+        format!(
+            "无法连接采集中心 {url} (cannot reach the collector): {}",
+            crate::services::full_message(&e)
+        )
+    })?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("采集中心拒绝注册 (enrolment refused, HTTP {status}): {text}"));
+    }
+    let g: Granted =
+        serde_json::from_str(&text).map_err(|e| format!("采集中心的应答无效 (bad enrolment answer): {e}"))?;
+    let ca = rustls::pki_types::pem::PemObject::from_pem_slice(g.ca_pem.as_bytes())
+        .map_err(|e: rustls::pki_types::pem::Error| format!("CA 证书无效 (bad CA certificate): {e}"))?;
+    let ca: CertificateDer<'static> = ca;
+    if !fingerprint(&ca).eq_ignore_ascii_case(&token.ca_fingerprint) {
+        return Err("采集中心发来的 CA 证书与令牌中的指纹不符 (the CA sent does not match the token)".into());
+    }
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    let io = |e: crate::spool::SpoolError| e.to_string();
+    write_durably(state_dir, &state_dir.join(CREDENTIAL_FILE), g.credential.as_bytes()).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(state_dir.join(CREDENTIAL_FILE), std::fs::Permissions::from_mode(0o600));
+    }
+    write_durably(state_dir, &state_dir.join(CA_FILE), g.ca_pem.as_bytes()).map_err(io)?;
+    let enrollment = Enrollment {
+        agent_id: g.agent_id,
+        unit_id: g.unit_id,
+        collector_url: token.url.clone(),
+        ca_fingerprint: token.ca_fingerprint.to_lowercase(),
+    };
+    let json = serde_json::to_vec_pretty(&enrollment).map_err(|e| e.to_string())?;
+    write_durably(state_dir, &state_dir.join(ENROLLMENT_FILE), &json).map_err(io)?;
+    Ok(enrollment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_damage_is_explained() {
+        let t = Token {
+            url: "https://192.0.2.10:8443".into(),
+            ca_fingerprint: format!("sha256:{}", "ab".repeat(32)),
+            secret: "s3cret".into(),
+            expires: 1_900_000_000,
+            unit: "ningxia/yinchuan/xingqing".into(),
+        };
+        let line = t.encode();
+        assert!(line.starts_with("kaohe1.") && !line.contains(char::is_whitespace));
+        assert_eq!(Token::decode(&format!("  {line}\n")), Ok(t));
+        assert!(Token::decode(&line[..line.len() - 5]).is_err());
+        assert!(Token::decode("hello").expect_err("no prefix").contains("kaohe1."));
+    }
+}
