@@ -5,3 +5,4 @@
 pub mod cli;
 pub mod offline;
 pub mod render;
+pub mod store;

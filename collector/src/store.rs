@@ -1,0 +1,440 @@
+//! Storage: SQLite in the data directory (the embedded default, WAL) or PostgreSQL when
+//! `database_url = "postgres://…"`. One set of portable SQL serves both through sqlx's
+//! `Any` driver; versioned migrations are applied at open, each in a transaction, and
+//! several collectors may share one PostgreSQL database.
+//!
+//! Times are stored as Unix milliseconds (BIGINT). Secrets (enrolment secrets, agent
+//! credentials) are stored only as SHA-256 hashes.
+
+use chrono::{DateTime, TimeZone, Utc};
+use kaohe_rubric::evidence::Report;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Migrations, in order. Append only: a released migration is never edited.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "units, enrolment tokens, agents, reports",
+    r#"
+CREATE TABLE units (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    parent TEXT REFERENCES units(id),
+    kind TEXT NOT NULL,
+    maintainer TEXT,
+    responder TEXT,
+    enrolled TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE enrol_tokens (
+    secret_hash TEXT PRIMARY KEY,
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    credential_hash TEXT NOT NULL UNIQUE,
+    hostname TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    enrolled_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    last_seen BIGINT
+);
+CREATE TABLE reports (
+    report_id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    sequence BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX reports_unit_created ON reports (unit_id, created_at);
+"#,
+)];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("数据库错误 (database error): {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("数据库迁移 {version} ({name}) 失败 (migration failed): {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A unit of the hierarchy: province → city → county bureau → township station, plus
+/// units directly under the department.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unit {
+    pub id: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub kind: String,
+    pub maintainer: Option<String>,
+    pub responder: Option<String>,
+    pub enrolled: Option<String>,
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub unit_id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub enrolled_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_seen: Option<i64>,
+}
+
+/// What became of a report offered for storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Committed now.
+    New,
+    /// Already there (same report id): acknowledged, not stored twice.
+    Duplicate,
+}
+
+/// SHA-256 hex of a secret, as stored.
+pub fn hash_secret(secret: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn unit_from(row: &AnyRow) -> Result<Unit, sqlx::Error> {
+    Ok(Unit {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        parent: row.try_get("parent")?,
+        kind: row.try_get("kind")?,
+        maintainer: row.try_get("maintainer")?,
+        responder: row.try_get("responder")?,
+        enrolled: row.try_get("enrolled")?,
+    })
+}
+
+fn agent_from(row: &AnyRow) -> Result<Agent, sqlx::Error> {
+    Ok(Agent {
+        id: row.try_get("id")?,
+        unit_id: row.try_get("unit_id")?,
+        hostname: row.try_get("hostname")?,
+        agent_version: row.try_get("agent_version")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_seen: row.try_get("last_seen")?,
+    })
+}
+
+impl Store {
+    /// Opens (creating, for SQLite) the database at `url` and applies pending migrations.
+    /// `sqlite://PATH` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "不支持的数据库地址 `{url}`: 应为 sqlite://路径 或 postgres://… (unsupported database URL)"
+            )));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Applies every migration not yet applied. Safe to run from several collectors at once
+    /// on PostgreSQL: each migration takes an advisory lock and checks again.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        for (version, name, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(727372)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                tx.commit().await?;
+                continue;
+            }
+            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|source| StoreError::Migration {
+                        version: *version,
+                        name,
+                        source,
+                    })?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(version)
+                .bind(*name)
+                .bind(millis(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, name, "database migration applied");
+        }
+        Ok(())
+    }
+
+    /// Adds a unit. Its parent, if any, must exist.
+    pub async fn add_unit(&self, unit: &Unit) -> Result<(), StoreError> {
+        if let Some(p) = &unit.parent
+            && self.unit(p).await?.is_none()
+        {
+            return Err(StoreError::Invalid(format!(
+                "上级单位 {p} 不存在, 请先添加 (parent unit does not exist)"
+            )));
+        }
+        let done = sqlx::query(
+            "INSERT INTO units (id, name, parent, kind, maintainer, responder, enrolled, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&unit.id)
+        .bind(&unit.name)
+        .bind(unit.parent.as_deref())
+        .bind(&unit.kind)
+        .bind(unit.maintainer.as_deref())
+        .bind(unit.responder.as_deref())
+        .bind(unit.enrolled.as_deref())
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Invalid(format!("单位 {} 已存在 (unit exists)", unit.id)));
+        }
+        Ok(())
+    }
+
+    pub async fn unit(&self, id: &str) -> Result<Option<Unit>, StoreError> {
+        let row = sqlx::query("SELECT * FROM units WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(unit_from).transpose()?)
+    }
+
+    pub async fn units(&self) -> Result<Vec<Unit>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM units ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(unit_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Stores an enrolment token (its secret's hash) for a unit.
+    pub async fn add_token(&self, unit_id: &str, secret: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        if self.unit(unit_id).await?.is_none() {
+            return Err(StoreError::Invalid(format!("单位 {unit_id} 不存在 (no such unit)")));
+        }
+        sqlx::query("INSERT INTO enrol_tokens (secret_hash, unit_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(hash_secret(secret))
+            .bind(unit_id)
+            .bind(millis(expires_at))
+            .bind(millis(Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Spends a one-time secret and enrols an agent with a new credential, atomically.
+    /// `None` when the secret is unknown, used or expired.
+    pub async fn enrol(
+        &self,
+        secret: &str,
+        agent_id: &str,
+        credential: &str,
+        hostname: &str,
+        agent_version: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let unit: Option<String> = sqlx::query_scalar(
+            "UPDATE enrol_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING unit_id",
+        )
+        .bind(millis(now))
+        .bind(hash_secret(secret))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(unit) = unit else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO agents (id, unit_id, credential_hash, hostname, agent_version, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(agent_id)
+        .bind(&unit)
+        .bind(hash_secret(credential))
+        .bind(hostname)
+        .bind(agent_version)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(unit))
+    }
+
+    /// The agent holding this credential, if any (revoked agents included; callers check).
+    pub async fn agent_by_credential(&self, credential: &str) -> Result<Option<Agent>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agents WHERE credential_hash = $1")
+            .bind(hash_secret(credential))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(agent_from).transpose()?)
+    }
+
+    pub async fn agents(&self, unit_id: Option<&str>) -> Result<Vec<Agent>, StoreError> {
+        let rows = match unit_id {
+            Some(u) => {
+                sqlx::query("SELECT * FROM agents WHERE unit_id = $1 ORDER BY id")
+                    .bind(u)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM agents ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(agent_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes an agent: its credential is refused from now on.
+    pub async fn revoke_agent(&self, agent_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(millis(now))
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Stores a report unless its id is already stored; returns after the commit.
+    pub async fn insert_report(&self, r: &Report, body: &str, now: DateTime<Utc>) -> Result<Stored, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO reports (report_id, agent_id, unit_id, sequence, created_at, received_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (report_id) DO NOTHING",
+        )
+        .bind(r.report_id.to_string())
+        .bind(&r.agent_id)
+        .bind(&r.unit_id)
+        .bind(i64::try_from(r.sequence).unwrap_or(i64::MAX))
+        .bind(millis(r.created_at))
+        .bind(millis(now))
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+            .bind(millis(now))
+            .bind(&r.agent_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(if done.rows_affected() == 1 {
+            Stored::New
+        } else {
+            Stored::Duplicate
+        })
+    }
+
+    /// A unit's reports created in `from..to`, oldest first.
+    pub async fn reports(
+        &self,
+        unit_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Report>, StoreError> {
+        let rows = sqlx::query("SELECT body FROM reports WHERE unit_id = $1 AND created_at >= $2 AND created_at < $3 ORDER BY created_at, sequence")
+            .bind(unit_id)
+            .bind(millis(from))
+            .bind(millis(to))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let body: String = row.try_get("body")?;
+            match Report::from_json(&body) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(error = %e, "a stored report no longer parses; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn report_count(&self, unit_id: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM reports WHERE unit_id = $1")
+            .bind(unit_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

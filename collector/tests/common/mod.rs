@@ -1,0 +1,56 @@
+//! Shared by the collector's tests: a store on each backend the machine has.
+
+#![allow(dead_code)]
+
+use kaohe_collector::store::Store;
+
+/// A store on a fresh SQLite file, and one on a fresh PostgreSQL schema when
+/// `KAOHE_TEST_POSTGRES_URL` is set (otherwise it says it skipped PostgreSQL).
+pub async fn stores(test: &str) -> Vec<(&'static str, Store)> {
+    let mut out = Vec::new();
+    let dir = std::env::temp_dir().join(format!("kaohe-store-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sqlite = Store::open(&format!("sqlite://{}", dir.join("kaohe.db").display()))
+        .await
+        .expect("sqlite store opens");
+    out.push(("sqlite", sqlite));
+    match std::env::var("KAOHE_TEST_POSTGRES_URL") {
+        Ok(url) => out.push(("postgres", postgres(&url, test).await)),
+        Err(_) => println!("{test}: KAOHE_TEST_POSTGRES_URL is not set; skipped the PostgreSQL half"),
+    }
+    out
+}
+
+/// A store in a new, empty schema of the test database.
+pub async fn postgres(url: &str, test: &str) -> Store {
+    let schema = format!("kaohe_{}_{}", test.replace('-', "_"), std::process::id());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(url).await.expect("postgres reachable");
+    // Schemas that earlier runs of this test left behind.
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(schema_name AS TEXT) FROM information_schema.schemata WHERE schema_name LIKE $1",
+    )
+    .bind(format!("kaohe_{}_%", test.replace('-', "_")))
+    .fetch_all(&admin)
+    .await
+    .expect("list schemas");
+    for old in stale {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {old} CASCADE")))
+            .execute(&admin)
+            .await
+            .expect("drop stale schema");
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .expect("drop schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Store::open(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+        .await
+        .expect("postgres store opens")
+}

@@ -1,0 +1,131 @@
+//! The store on SQLite and (when configured) PostgreSQL: one suite, both backends.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use kaohe_collector::store::{Store, Stored, Unit};
+use kaohe_rubric::evidence::{HostFacts, Report};
+
+fn unit(id: &str, parent: Option<&str>) -> Unit {
+    Unit {
+        id: id.into(),
+        name: format!("单位 {id}"),
+        parent: parent.map(str::to_string),
+        kind: "county".into(),
+        maintainer: None,
+        responder: None,
+        enrolled: None,
+    }
+}
+
+fn report(unit: &str, agent: &str, seq: u64) -> Report {
+    let host = HostFacts {
+        hostname: "h".into(),
+        os: "linux".into(),
+        boot_time: None,
+        agent_version: "0.1.0".into(),
+        agent_started_at: None,
+    };
+    Report::empty(uuid_v4(), agent, unit, seq, Utc::now(), host)
+}
+
+fn uuid_v4() -> uuid::Uuid {
+    uuid::Uuid::new_v4()
+}
+
+async fn enrolled(s: &Store) {
+    s.add_unit(&unit("nx", None)).await.expect("province");
+    s.add_unit(&unit("nx/yc", Some("nx"))).await.expect("city");
+    s.add_token("nx/yc", "secret-1", Utc::now() + Duration::hours(1))
+        .await
+        .expect("token");
+    let got = s
+        .enrol("secret-1", "agent-1", "cred-1", "host", "0.1.0", Utc::now())
+        .await
+        .expect("enrol");
+    assert_eq!(got.as_deref(), Some("nx/yc"));
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_reopening_is_harmless() {
+    for (backend, s) in common::stores("migrate").await {
+        s.migrate().await.unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(s.pool())
+            .await
+            .expect("count");
+        assert_eq!(n, 1, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn units_need_their_parent_and_ids_are_unique() {
+    for (backend, s) in common::stores("units").await {
+        let e = s.add_unit(&unit("nx/yc", Some("nx"))).await.expect_err("no parent yet");
+        assert!(e.to_string().contains("上级单位"), "{backend}: {e}");
+        s.add_unit(&unit("nx", None)).await.expect("province");
+        s.add_unit(&unit("nx/yc", Some("nx"))).await.expect("city");
+        assert!(s.add_unit(&unit("nx", None)).await.is_err(), "{backend}: duplicate");
+        let ids: Vec<String> = s.units().await.expect("list").into_iter().map(|u| u.id).collect();
+        assert_eq!(ids, ["nx", "nx/yc"], "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_enrols_once_and_an_expired_one_not_at_all() {
+    for (backend, s) in common::stores("tokens").await {
+        enrolled(&s).await;
+        let again = s
+            .enrol("secret-1", "agent-2", "cred-2", "h", "0", Utc::now())
+            .await
+            .expect("query");
+        assert_eq!(again, None, "{backend}: a used secret is refused");
+        s.add_token("nx/yc", "old", Utc::now() - Duration::minutes(1))
+            .await
+            .expect("token");
+        let late = s
+            .enrol("old", "agent-3", "cred-3", "h", "0", Utc::now())
+            .await
+            .expect("query");
+        assert_eq!(late, None, "{backend}: an expired secret is refused");
+        assert!(
+            s.add_token("nx/none", "x", Utc::now()).await.is_err(),
+            "{backend}: unknown unit"
+        );
+        let a = s.agent_by_credential("cred-1").await.expect("query").expect("agent");
+        assert_eq!((a.id.as_str(), a.unit_id.as_str()), ("agent-1", "nx/yc"));
+        assert!(s.agent_by_credential("cred-x").await.expect("query").is_none());
+        assert!(s.revoke_agent("agent-1", Utc::now()).await.expect("revoke"));
+        let a = s.agent_by_credential("cred-1").await.expect("query").expect("agent");
+        assert!(a.revoked_at.is_some(), "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn a_report_is_stored_once_whatever_how_often_it_is_sent() {
+    for (backend, s) in common::stores("reports").await {
+        enrolled(&s).await;
+        let r = report("nx/yc", "agent-1", 1);
+        let body = serde_json::to_string(&r).expect("json");
+        assert_eq!(
+            s.insert_report(&r, &body, Utc::now()).await.expect("insert"),
+            Stored::New,
+            "{backend}"
+        );
+        assert_eq!(
+            s.insert_report(&r, &body, Utc::now()).await.expect("insert"),
+            Stored::Duplicate,
+            "{backend}"
+        );
+        assert_eq!(s.report_count("nx/yc").await.expect("count"), 1, "{backend}");
+        let back = s
+            .reports(
+                "nx/yc",
+                Utc::now() - Duration::hours(1),
+                Utc::now() + Duration::hours(1),
+            )
+            .await
+            .expect("read");
+        assert_eq!(back, vec![r], "{backend}");
+    }
+}
