@@ -19,8 +19,7 @@ use serde::Deserialize;
 
 use crate::spool::{Entry, Spool};
 
-/// Path of the ingest endpoint below the collector URL.
-pub const INGEST_PATH: &str = "/api/v1/reports";
+pub use kaohe_rubric::enrolment::INGEST_PATH;
 
 /// Back-off: the n-th retry waits a random time in `0..min(MAX, BASE × 2^n)`.
 const BASE: Duration = Duration::from_secs(1);

@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use base64::Engine;
 use rustls::DigitallySignedStruct;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -21,54 +20,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 
+use kaohe_rubric::enrolment::{ENROLL_PATH, Token};
+
 use crate::daemon::{CA_FILE, CREDENTIAL_FILE};
 use crate::delivery::fingerprint;
 use crate::spool::write_durably;
 
-pub const TOKEN_PREFIX: &str = "kaohe1.";
-pub const ENROLL_PATH: &str = "/api/v1/enroll";
 pub const ENROLLMENT_FILE: &str = "enrollment.json";
-
-/// What a token carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Token {
-    #[serde(rename = "u")]
-    pub url: String,
-    #[serde(rename = "f")]
-    pub ca_fingerprint: String,
-    #[serde(rename = "s")]
-    pub secret: String,
-    #[serde(rename = "x")]
-    pub expires: i64,
-    #[serde(rename = "n")]
-    pub unit: String,
-}
-
-impl Token {
-    pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-        )
-    }
-
-    pub fn decode(text: &str) -> Result<Token, String> {
-        let body = text
-            .trim()
-            .strip_prefix(TOKEN_PREFIX)
-            .ok_or("注册令牌应以 kaohe1. 开头 (a token starts with kaohe1.)")?;
-        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| "注册令牌已损坏, 请完整复制 (the token is damaged; copy it whole)".to_string())?;
-        let t: Token = serde_json::from_slice(&json)
-            .map_err(|_| "注册令牌内容无效 (the token's content is invalid)".to_string())?;
-        if !t.url.starts_with("https://") {
-            return Err("注册令牌中的采集中心地址不是 https:// (the token's collector URL is not https)".into());
-        }
-        Ok(t)
-    }
-}
 
 /// What the agent keeps after enrolling (besides the credential and the CA certificate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,25 +173,4 @@ pub async fn enroll(token: &Token, state_dir: &Path, now_unix: i64) -> Result<En
     let json = serde_json::to_vec_pretty(&enrollment).map_err(|e| e.to_string())?;
     write_durably(state_dir, &state_dir.join(ENROLLMENT_FILE), &json).map_err(io)?;
     Ok(enrollment)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_round_trip_and_damage_is_explained() {
-        let t = Token {
-            url: "https://192.0.2.10:8443".into(),
-            ca_fingerprint: format!("sha256:{}", "ab".repeat(32)),
-            secret: "s3cret".into(),
-            expires: 1_900_000_000,
-            unit: "ningxia/yinchuan/xingqing".into(),
-        };
-        let line = t.encode();
-        assert!(line.starts_with("kaohe1.") && !line.contains(char::is_whitespace));
-        assert_eq!(Token::decode(&format!("  {line}\n")), Ok(t));
-        assert!(Token::decode(&line[..line.len() - 5]).is_err());
-        assert!(Token::decode("hello").expect_err("no prefix").contains("kaohe1."));
-    }
 }

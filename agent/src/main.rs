@@ -138,7 +138,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Enroll { token, config } => {
-            let token = match kaohe_agent::enroll::Token::decode(&token) {
+            let token = match kaohe_rubric::enrolment::Token::decode(&token) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("错误 (error): {e}");

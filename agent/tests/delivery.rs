@@ -242,7 +242,7 @@ async fn enrolling_with_a_one_time_token_pins_the_ca_and_reports_then_flow() {
     }));
     let handle = start_collector(addr, &pki, rx.clone()).await;
     let token = |fingerprint: &str, expires: i64| {
-        kaohe_agent::enroll::Token {
+        kaohe_rubric::enrolment::Token {
             url: format!("https://{addr}"),
             ca_fingerprint: fingerprint.to_string(),
             secret: "one-time-secret".into(),

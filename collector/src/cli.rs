@@ -30,6 +30,112 @@ pub enum Command {
     },
     /// 离线为一个单位评分 (score one unit offline from files)
     Score(ScoreArgs),
+    /// 启动采集中心 (仅 TLS) (run the collector; TLS only)
+    Serve(ServerArgs),
+    /// 管理单位 (manage units)
+    Unit {
+        #[command(subcommand)]
+        action: UnitAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// 生成代理注册令牌 (enrolment tokens)
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// 查看或吊销代理 (list or revoke agents)
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Where the collector keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// 配置文件 (collector.toml; every option has a default)
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// 数据目录, 覆盖配置 (data directory: database, TLS material; overrides the config)
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// 监听地址, 覆盖配置 (listen address, overrides the config)
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// 代理访问本采集中心的地址, 写入注册令牌 (public URL agents use; goes into tokens)
+    #[arg(long, value_name = "URL", global = true)]
+    pub public_url: Option<String>,
+    /// 数据库地址 sqlite://… 或 postgres://… (database URL)
+    #[arg(long, value_name = "URL", global = true)]
+    pub database_url: Option<String>,
+}
+
+impl ServerArgs {
+    fn config(&self) -> Result<crate::config::CollectorConfig, InputError> {
+        let mut c = crate::config::CollectorConfig::load(self.config.as_deref()).map_err(InputError::Usage)?;
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if let Some(u) = &self.public_url {
+            c.public_url = Some(u.clone());
+        }
+        if let Some(u) = &self.database_url {
+            c.database_url = Some(u.clone());
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UnitAction {
+    /// 添加单位 (add a unit)
+    Add {
+        /// 单位路径, 如 ningxia/yinchuan/xingqing (the unit's path)
+        id: String,
+        /// 单位名称, 如 兴庆区司法局
+        #[arg(long)]
+        name: String,
+        /// 上级单位路径 (parent unit's path; must exist)
+        #[arg(long)]
+        parent: Option<String>,
+        /// province | city | county | station | department
+        #[arg(long, default_value = "county")]
+        kind: String,
+    },
+    /// 列出单位 (list units)
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// 为单位生成一次性注册令牌 (a one-time enrolment token for a unit)
+    Create {
+        /// 单位路径 (the unit's path)
+        #[arg(long)]
+        unit: String,
+        /// 有效小时数 (hours the token stays valid)
+        #[arg(long, default_value_t = 72)]
+        hours: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// 列出代理 (list agents)
+    List {
+        #[arg(long)]
+        unit: Option<String>,
+    },
+    /// 吊销代理: 其凭据此后被拒绝 (revoke an agent: its credential is refused from now on)
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +210,121 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                 let _ = out.write_all(render::rubric_text(&r).as_bytes());
             }
         }
+        Command::Serve(server) => {
+            let config = server.config()?;
+            block_on(async move {
+                crate::serve::serve(config, async {
+                    shutdown_signal().await;
+                })
+                .await
+                .map_err(InputError::Server)
+            })?;
+        }
+        Command::Unit { action, server } => {
+            let config = server.config()?;
+            block_on(async move {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                match action {
+                    UnitAction::Add { id, name, parent, kind } => {
+                        let unit = crate::store::Unit {
+                            id: id.clone(),
+                            name,
+                            parent,
+                            kind,
+                            maintainer: None,
+                            responder: None,
+                            enrolled: None,
+                        };
+                        store
+                            .add_unit(&unit)
+                            .await
+                            .map_err(|e| InputError::Server(e.to_string()))?;
+                        let _ = writeln!(out, "已添加单位 (unit added): {id}");
+                    }
+                    UnitAction::List => {
+                        for u in store.units().await.map_err(|e| InputError::Server(e.to_string()))? {
+                            let _ = writeln!(
+                                out,
+                                "{}\t{}\t{}\t{}",
+                                u.id,
+                                u.name,
+                                u.kind,
+                                u.parent.unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                Ok::<(), InputError>(())
+            })?;
+        }
+        Command::Token {
+            action: TokenAction::Create { unit, hours },
+            server,
+        } => {
+            let config = server.config()?;
+            block_on(async move {
+                let (store, fingerprint) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                let secret = crate::ingest::random_secret();
+                let expires = now + chrono::Duration::hours(i64::from(hours));
+                store
+                    .add_token(&unit, &secret, expires)
+                    .await
+                    .map_err(|e| InputError::Server(e.to_string()))?;
+                let token = kaohe_rubric::enrolment::Token {
+                    url: config.public_url(),
+                    ca_fingerprint: fingerprint,
+                    secret,
+                    expires: expires.timestamp(),
+                    unit: unit.clone(),
+                };
+                let _ = writeln!(out, "{}", token.encode());
+                eprintln!(
+                    "单位 {unit} 的一次性注册令牌, 有效至 {} (one-time token). 在代理上运行: kaohe-agent enroll <令牌>",
+                    expires.format("%Y-%m-%d %H:%M UTC")
+                );
+                Ok::<(), InputError>(())
+            })?;
+        }
+        Command::Agent { action, server } => {
+            let config = server.config()?;
+            block_on(async move {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                match action {
+                    AgentAction::List { unit } => {
+                        for a in store
+                            .agents(unit.as_deref())
+                            .await
+                            .map_err(|e| InputError::Server(e.to_string()))?
+                        {
+                            let state = if a.revoked_at.is_some() {
+                                "已吊销 revoked"
+                            } else {
+                                "有效 active"
+                            };
+                            let _ = writeln!(
+                                out,
+                                "{}\t{}\t{}\t{}\t{state}",
+                                a.id, a.unit_id, a.hostname, a.agent_version
+                            );
+                        }
+                    }
+                    AgentAction::Revoke { id } => {
+                        if store
+                            .revoke_agent(&id, now)
+                            .await
+                            .map_err(|e| InputError::Server(e.to_string()))?
+                        {
+                            let _ = writeln!(out, "已吊销代理 (revoked): {id}");
+                        } else {
+                            return Err(InputError::Server(format!(
+                                "没有可吊销的代理 {id} (no such active agent)"
+                            )));
+                        }
+                    }
+                }
+                Ok::<(), InputError>(())
+            })?;
+        }
         Command::Score(args) => {
             let req = ScoreRequest {
                 rubric: args.rubric.clone(),
@@ -123,6 +344,31 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
         }
     }
     Ok(())
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, InputError>>) -> Result<T, InputError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| InputError::Server(format!("无法启动运行时 (cannot start the runtime): {e}")))?
+        .block_on(f)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) {

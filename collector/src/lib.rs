@@ -1,8 +1,11 @@
-//! kaohe-collector: runs at the provincial IT centre. This crate so far scores units
-//! offline from files (`score`) and shows the rubric (`rubric show`); ingest, storage
-//! and the dashboard follow.
+//! kaohe-collector: runs at the provincial IT centre. It enrols agents, ingests their
+//! reports over TLS into SQLite or PostgreSQL, and scores units (offline from files, too).
 
 pub mod cli;
+pub mod config;
+pub mod ingest;
 pub mod offline;
 pub mod render;
+pub mod serve;
 pub mod store;
+pub mod tls;

@@ -22,8 +22,29 @@ pub async fn stores(test: &str) -> Vec<(&'static str, Store)> {
     out
 }
 
+/// Database URLs for a test: a fresh SQLite file, and a fresh PostgreSQL schema when
+/// `KAOHE_TEST_POSTGRES_URL` is set.
+pub async fn database_urls(test: &str) -> Vec<(&'static str, String)> {
+    let dir = std::env::temp_dir().join(format!("kaohe-db-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut out = vec![("sqlite", format!("sqlite://{}", dir.join("kaohe.db").display()))];
+    match std::env::var("KAOHE_TEST_POSTGRES_URL") {
+        Ok(url) => out.push(("postgres", postgres_url(&url, test).await)),
+        Err(_) => println!("{test}: KAOHE_TEST_POSTGRES_URL is not set; skipped the PostgreSQL half"),
+    }
+    out
+}
+
 /// A store in a new, empty schema of the test database.
 pub async fn postgres(url: &str, test: &str) -> Store {
+    Store::open(&postgres_url(url, test).await)
+        .await
+        .expect("postgres store opens")
+}
+
+/// A URL whose connections use a new, empty schema of the test database.
+pub async fn postgres_url(url: &str, test: &str) -> String {
     let schema = format!("kaohe_{}_{}", test.replace('-', "_"), std::process::id());
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(url).await.expect("postgres reachable");
@@ -50,7 +71,5 @@ pub async fn postgres(url: &str, test: &str) -> Store {
         .await
         .expect("create schema");
     let sep = if url.contains('?') { '&' } else { '?' };
-    Store::open(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))
-        .await
-        .expect("postgres store opens")
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
 }

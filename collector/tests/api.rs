@@ -1,0 +1,245 @@
+//! The agents' API over real TLS on loopback, on SQLite and (when configured) PostgreSQL:
+//! enrolment, ingest, and every kind of bad input getting a clear 4xx with nothing stored.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::{Duration, Utc};
+use kaohe_collector::config::CollectorConfig;
+use kaohe_collector::store::{Store, Unit};
+use kaohe_rubric::evidence::{HostFacts, Report};
+
+struct Running {
+    url: String,
+    ca_pem: Vec<u8>,
+    store: Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    dir: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start(test: &str, database_url: String) -> Running {
+    let dir = std::env::temp_dir().join(format!("kaohe-api-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let config = CollectorConfig {
+        data_dir: dir.clone(),
+        listen,
+        public_url: Some(format!("https://127.0.0.1:{port}")),
+        database_url: Some(database_url),
+        max_body_kib: 64,
+        agent_reports_per_minute: 20,
+        ..CollectorConfig::default()
+    };
+    let (store, _) = kaohe_collector::serve::prepare(&config).await.expect("prepare");
+    for (id, parent) in [("nx", None), ("nx/a", Some("nx")), ("nx/b", Some("nx"))] {
+        store
+            .add_unit(&Unit {
+                id: id.into(),
+                name: id.into(),
+                parent: parent.map(str::to_string),
+                kind: "county".into(),
+                maintainer: None,
+                responder: None,
+                enrolled: None,
+            })
+            .await
+            .expect("unit");
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let c = config.clone();
+    tokio::spawn(async move {
+        let _ = kaohe_collector::serve::serve(c, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let ca_pem = std::fs::read(dir.join("tls/ca.pem")).expect("ca");
+    let url = config.public_url();
+    // Wait until it answers.
+    let client = kaohe_agent::delivery::client(&ca_pem, None).expect("client");
+    for _ in 0..100 {
+        if client.get(format!("{url}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Running {
+        url,
+        ca_pem,
+        store,
+        stop: Some(tx),
+        dir,
+    }
+}
+
+/// Enrols an agent for `unit` through the API; returns (agent id, credential).
+async fn enrol(r: &Running, unit: &str) -> (String, String) {
+    let secret = format!("secret-{unit}-{}", uuid::Uuid::new_v4());
+    r.store
+        .add_token(unit, &secret, Utc::now() + Duration::hours(1))
+        .await
+        .expect("token");
+    let client = kaohe_agent::delivery::client(&r.ca_pem, None).expect("client");
+    let resp = client
+        .post(format!("{}/api/v1/enroll", r.url))
+        .json(&serde_json::json!({"secret": secret, "hostname": "h", "agent_version": "0.1.0"}))
+        .send()
+        .await
+        .expect("enrol");
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    // The same secret again: refused.
+    let again = client
+        .post(format!("{}/api/v1/enroll", r.url))
+        .json(&serde_json::json!({"secret": secret}))
+        .send()
+        .await
+        .expect("enrol");
+    assert_eq!(again.status(), 401, "a token works once");
+    (
+        v["agent_id"].as_str().expect("id").to_string(),
+        v["credential"].as_str().expect("credential").to_string(),
+    )
+}
+
+fn report(unit: &str, agent: &str, seq: u64) -> Report {
+    let host = HostFacts {
+        hostname: "h".into(),
+        os: "linux".into(),
+        boot_time: None,
+        agent_version: "0.1.0".into(),
+        agent_started_at: None,
+    };
+    Report::empty(uuid::Uuid::new_v4(), agent, unit, seq, Utc::now(), host)
+}
+
+async fn post(r: &Running, credential: Option<&str>, body: String) -> (u16, String) {
+    let client = kaohe_agent::delivery::client(&r.ca_pem, None).expect("client");
+    let mut req = client
+        .post(format!("{}/api/v1/reports", r.url))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(c) = credential {
+        req = req.bearer_auth(c);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stores_once_and_refuses_bad_input_clearly_without_storing_it() {
+    for (backend, db) in common::database_urls("api").await {
+        let r = start(&format!("api-{backend}"), db).await;
+        let (agent_a, cred_a) = enrol(&r, "nx/a").await;
+        let (_agent_b, cred_b) = enrol(&r, "nx/b").await;
+
+        // A good report is stored, and a replay is acknowledged as a duplicate.
+        let good = report("nx/a", &agent_a, 1);
+        let body = serde_json::to_string(&good).expect("json");
+        let (s, text) = post(&r, Some(&cred_a), body.clone()).await;
+        assert_eq!((s, text.contains("\"stored\"")), (200, true), "{backend}: {text}");
+        let (s, text) = post(&r, Some(&cred_a), body.clone()).await;
+        assert_eq!((s, text.contains("\"duplicate\"")), (200, true), "{backend}: {text}");
+
+        // Bad input: each a clear 4xx.
+        let cases: Vec<(&str, Option<&str>, String, u16, &str)> = vec![
+            ("no credential", None, body.clone(), 401, "凭据"),
+            ("unknown credential", Some("forged"), body.clone(), 401, "凭据无效"),
+            (
+                "malformed JSON",
+                Some(&cred_a),
+                "{\"schema_version\": 1, ".into(),
+                400,
+                "JSON",
+            ),
+            (
+                "wrong schema version",
+                Some(&cred_a),
+                body.replacen("\"schema_version\":1", "\"schema_version\":7", 1),
+                400,
+                "expected 1",
+            ),
+            (
+                "forged unit",
+                Some(&cred_b),
+                serde_json::to_string(&report("nx/a", &agent_a, 2)).expect("json"),
+                403,
+                "与凭据不符",
+            ),
+            (
+                "oversized body",
+                Some(&cred_a),
+                format!("{{\"pad\": \"{}\"}}", "x".repeat(80 * 1024)),
+                413,
+                "",
+            ),
+        ];
+        for (what, cred, body, want, says) in cases {
+            let (s, text) = post(&r, cred, body).await;
+            assert_eq!(s, want, "{backend}: {what}: {text}");
+            assert!(text.contains(says), "{backend}: {what}: {text}");
+        }
+        assert_eq!(
+            r.store.report_count("nx/a").await.expect("count"),
+            1,
+            "{backend}: nothing else stored"
+        );
+        assert_eq!(r.store.report_count("nx/b").await.expect("count"), 0, "{backend}");
+
+        // A revoked agent is refused.
+        assert!(r.store.revoke_agent(&agent_a, Utc::now()).await.expect("revoke"));
+        let (s, text) = post(
+            &r,
+            Some(&cred_a),
+            serde_json::to_string(&report("nx/a", &agent_a, 3)).expect("json"),
+        )
+        .await;
+        assert_eq!(s, 403, "{backend}: {text}");
+        assert!(text.contains("吊销"), "{backend}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_over_its_rate_gets_429_and_others_are_unaffected() {
+    let (_, db) = common::database_urls("rate").await.remove(0);
+    let r = start("rate", db).await;
+    let (agent_a, cred_a) = enrol(&r, "nx/a").await;
+    let (agent_b, cred_b) = enrol(&r, "nx/b").await;
+    let mut limited = 0;
+    for seq in 1..=25 {
+        let (s, _) = post(
+            &r,
+            Some(&cred_a),
+            serde_json::to_string(&report("nx/a", &agent_a, seq)).expect("json"),
+        )
+        .await;
+        if s == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 5, "20 a minute pass, the rest get 429");
+    let (s, _) = post(
+        &r,
+        Some(&cred_b),
+        serde_json::to_string(&report("nx/b", &agent_b, 1)).expect("json"),
+    )
+    .await;
+    assert_eq!(s, 200, "another agent is not limited");
+}
