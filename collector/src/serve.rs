@@ -17,13 +17,18 @@ pub async fn prepare(config: &CollectorConfig) -> Result<(Store, String), String
             config.data_dir.display()
         )
     })?;
-    let created = tls::ensure(&config.tls_dir(), &config.certificate_names())?;
+    let made = tls::ensure(&config.tls_dir(), &config.certificate_names())?;
     let fingerprint = tls::ca_fingerprint(&TlsFiles::in_dir(&config.tls_dir()))?;
-    if created {
-        println!(
+    match made {
+        tls::Made::Everything => eprintln!(
             "已生成采集中心私有 CA 与服务器证书 (created a private CA and server certificate) in {}\nCA 指纹 (fingerprint): {fingerprint}",
             config.tls_dir().display()
-        );
+        ),
+        tls::Made::ServerCertificate => eprintln!(
+            "已用原 CA 为新地址重新签发服务器证书 (re-issued the server certificate for new names): {}",
+            config.certificate_names().join(", ")
+        ),
+        tls::Made::Nothing => {}
     }
     let store = Store::open(&config.database_url()).await.map_err(|e| e.to_string())?;
     Ok((store, fingerprint))

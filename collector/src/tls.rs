@@ -53,42 +53,79 @@ fn write_private(path: &Path, data: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the CA and a server certificate for `names` (DNS names or IP addresses) unless
-/// they exist. Returns true when it created them.
-pub fn ensure(dir: &Path, names: &[String]) -> Result<bool, String> {
-    let files = TlsFiles::in_dir(dir);
-    if files.ca_cert.exists() && files.chain.exists() && files.key.exists() {
-        return Ok(false);
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let err = |e: rcgen::Error| format!("无法生成证书 (cannot create certificates): {e}");
-    let ca_key = rcgen::KeyPair::generate().map_err(err)?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
+fn ca_params() -> Result<rcgen::CertificateParams, rcgen::Error> {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    p.distinguished_name
         .push(rcgen::DnType::CommonName, "Kaohe collector CA");
-    ca_params.not_after = rcgen::date_time_ymd(2046, 1, 1);
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let ca_key_pem = ca_key.serialize_pem();
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(err)?;
-    let key = rcgen::KeyPair::generate().map_err(err)?;
+    p.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    Ok(p)
+}
+
+/// What ensure() did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    Nothing,
+    /// A new CA and server certificate.
+    Everything,
+    /// A new server certificate from the existing CA, for names the old one lacked.
+    ServerCertificate,
+}
+
+/// Creates the CA and a server certificate for `names` (DNS names or IP addresses) unless
+/// they exist; re-issues the server certificate (same CA, so enrolled agents keep trusting
+/// it) when it does not cover every name.
+pub fn ensure(dir: &Path, names: &[String]) -> Result<Made, String> {
+    let files = TlsFiles::in_dir(dir);
+    let names_file = dir.join("server-names.txt");
     let mut all: Vec<String> = names.to_vec();
     for n in ["localhost", "127.0.0.1"] {
         if !all.iter().any(|x| x == n) {
             all.push(n.to_string());
         }
     }
-    let mut params = rcgen::CertificateParams::new(all).map_err(err)?;
+    let err = |e: rcgen::Error| format!("无法生成证书 (cannot create certificates): {e}");
+    let have_ca = files.ca_cert.exists() && files.ca_key.exists();
+    let covered: Vec<String> = std::fs::read_to_string(&names_file)
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    if have_ca && files.chain.exists() && files.key.exists() && all.iter().all(|n| covered.contains(n)) {
+        return Ok(Made::Nothing);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (ca_key, made) = if have_ca {
+        let pem = std::fs::read_to_string(&files.ca_key).map_err(|e| format!("{}: {e}", files.ca_key.display()))?;
+        (rcgen::KeyPair::from_pem(&pem).map_err(err)?, Made::ServerCertificate)
+    } else {
+        (rcgen::KeyPair::generate().map_err(err)?, Made::Everything)
+    };
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params().map_err(err)?, ca_key).map_err(err)?;
+    // Keep the names the old certificate had, too.
+    for n in covered {
+        if !all.contains(&n) {
+            all.push(n);
+        }
+    }
+    let key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut params = rcgen::CertificateParams::new(all.clone()).map_err(err)?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "Kaohe collector");
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
     let cert = params.signed_by(&key, &ca).map_err(err)?;
-    write_private(&files.ca_key, &ca_key_pem)?;
+    let ca_pem = if made == Made::Everything {
+        write_private(&files.ca_key, &ca_key_pem)?;
+        std::fs::write(&files.ca_cert, ca.pem()).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?;
+        ca.pem()
+    } else {
+        // The CA certificate on disk stays as it is: its fingerprint is what agents pin.
+        std::fs::read_to_string(&files.ca_cert).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?
+    };
     write_private(&files.key, &key.serialize_pem())?;
-    std::fs::write(&files.ca_cert, ca.pem()).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?;
-    std::fs::write(&files.chain, format!("{}{}", cert.pem(), ca.pem()))
+    std::fs::write(&files.chain, format!("{}{ca_pem}", cert.pem()))
         .map_err(|e| format!("{}: {e}", files.chain.display()))?;
-    Ok(true)
+    std::fs::write(&names_file, all.join("\n")).map_err(|e| format!("{}: {e}", names_file.display()))?;
+    Ok(made)
 }
