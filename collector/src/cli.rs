@@ -46,6 +46,13 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// 导入或导出单位备案 (import or export a unit's registry)
+    Registry {
+        #[command(subcommand)]
+        action: RegistryAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// 查看或吊销代理 (list or revoke agents)
     Agent {
         #[command(subcommand)]
@@ -112,6 +119,38 @@ pub enum UnitAction {
     },
     /// 列出单位 (list units)
     List,
+    /// 设置单位资料: 维护人、负责人、注册日期 (set the profile scoring reads)
+    Set {
+        id: String,
+        /// 机房专人维护 (三.1)
+        #[arg(long)]
+        maintainer: Option<String>,
+        /// 专网故障处置负责人 (三.5)
+        #[arg(long)]
+        responder: Option<String>,
+        /// 注册日期 YYYY-MM-DD; 评分从此日起算 (scoring counts from this day)
+        #[arg(long)]
+        enrolled: Option<chrono::NaiveDate>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryAction {
+    /// 导入备案 CSV, 整体替换该单位原有备案; 有错误的行全部列出, 不导入任何内容
+    /// (import a registry CSV, replacing the unit's registry whole; nothing is imported if any row is bad)
+    Import {
+        #[arg(long)]
+        unit: String,
+        file: PathBuf,
+    },
+    /// 导出备案 CSV (export the registry as CSV, Chinese header)
+    Export {
+        #[arg(long)]
+        unit: String,
+        /// 输出文件; 默认标准输出 (default stdout)
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,9 +192,15 @@ pub enum RubricAction {
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
-    /// 单位备案 CSV (the unit's registry CSV)
-    #[arg(long, value_name = "FILE")]
-    pub registry: PathBuf,
+    /// 单位备案 CSV (the unit's registry CSV); 与 --db-unit 二选一
+    #[arg(long, value_name = "FILE", required_unless_present = "db_unit")]
+    pub registry: Option<PathBuf>,
+    /// 从采集中心数据库为该单位评分: 备案、单位资料与报告均取自数据库
+    /// (score this unit from the collector's database: registry, profile and reports)
+    #[arg(long, value_name = "UNIT", conflicts_with_all = ["registry", "unit", "evidence"])]
+    pub db_unit: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// 单位资料 TOML: 名称、维护人、负责人、注册日期 (unit profile; without it nobody is on record)
     #[arg(long, value_name = "FILE")]
     pub unit: Option<PathBuf>,
@@ -241,6 +286,22 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                             .map_err(|e| InputError::Server(e.to_string()))?;
                         let _ = writeln!(out, "已添加单位 (unit added): {id}");
                     }
+                    UnitAction::Set {
+                        id,
+                        maintainer,
+                        responder,
+                        enrolled,
+                    } => {
+                        let day = enrolled.map(|d| d.to_string());
+                        let found = store
+                            .set_unit_profile(&id, maintainer.as_deref(), responder.as_deref(), day.as_deref())
+                            .await
+                            .map_err(|e| InputError::Server(e.to_string()))?;
+                        if !found {
+                            return Err(InputError::Usage(format!("单位 {id} 不存在 (no such unit)")));
+                        }
+                        let _ = writeln!(out, "已更新单位资料 (profile updated): {id}");
+                    }
                     UnitAction::List => {
                         for u in store.units().await.map_err(|e| InputError::Server(e.to_string()))? {
                             let _ = writeln!(
@@ -285,6 +346,42 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                 Ok::<(), InputError>(())
             })?;
         }
+        Command::Registry { action, server } => {
+            let config = server.config()?;
+            block_on(async move {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                match action {
+                    RegistryAction::Import { unit, file } => {
+                        let bytes = std::fs::read(&file).map_err(|source| InputError::Read {
+                            path: file.clone(),
+                            source,
+                        })?;
+                        let registry = kaohe_rubric::Registry::from_csv(&bytes, &file.display().to_string())?;
+                        let n = store
+                            .replace_registry(&unit, &registry)
+                            .await
+                            .map_err(|e| InputError::Server(e.to_string()))?;
+                        let _ = writeln!(out, "已导入 {n} 条备案到单位 {unit} (imported {n} entries)");
+                    }
+                    RegistryAction::Export { unit, out: file } => {
+                        let registry = store
+                            .registry(&unit)
+                            .await
+                            .map_err(|e| InputError::Server(e.to_string()))?;
+                        let csv = crate::offline::registry_csv(&registry);
+                        match file {
+                            Some(path) => {
+                                std::fs::write(&path, csv).map_err(|source| InputError::Read { path, source })?
+                            }
+                            None => {
+                                let _ = out.write_all(csv.as_bytes());
+                            }
+                        }
+                    }
+                }
+                Ok::<(), InputError>(())
+            })?;
+        }
         Command::Agent { action, server } => {
             let config = server.config()?;
             block_on(async move {
@@ -325,10 +422,25 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                 Ok::<(), InputError>(())
             })?;
         }
+        Command::Score(args) if args.db_unit.is_some() => {
+            let config = args.server.config()?;
+            let unit = args.db_unit.clone().unwrap_or_default();
+            let rubric = offline::load_rubric(args.rubric.as_deref())?;
+            let sheet = block_on(async {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                crate::offline::score_from_store(&store, &rubric, &unit, args.period, Some(args.as_of.unwrap_or(now)))
+                    .await
+            })?;
+            if args.json {
+                write_json(out, &sheet);
+            } else {
+                let _ = out.write_all(render::sheet_text(&sheet, &rubric).as_bytes());
+            }
+        }
         Command::Score(args) => {
             let req = ScoreRequest {
                 rubric: args.rubric.clone(),
-                registry: args.registry,
+                registry: args.registry.clone().unwrap_or_default(),
                 unit: args.unit,
                 evidence: args.evidence,
                 period: args.period,

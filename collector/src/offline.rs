@@ -235,3 +235,81 @@ pub fn score_files(req: &ScoreRequest) -> Result<Sheet, InputError> {
         as_of: req.as_of,
     }))
 }
+
+/// A registry as CSV with the Chinese header, the format `Registry::from_csv` reads.
+pub fn registry_csv(registry: &Registry) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record([
+        "类型",
+        "名称",
+        "IP地址",
+        "MAC地址",
+        "使用者",
+        "使用地点",
+        "机房",
+        "网址",
+    ]);
+    for e in &registry.entries {
+        let ip = e.ip.map(|i| i.to_string()).unwrap_or_default();
+        let _ = w.write_record([
+            e.kind.label_zh(),
+            e.name.as_str(),
+            ip.as_str(),
+            e.mac.as_deref().unwrap_or(""),
+            e.user.as_deref().unwrap_or(""),
+            e.location.as_deref().unwrap_or(""),
+            if e.machine_room { "是" } else { "否" },
+            e.url.as_deref().unwrap_or(""),
+        ]);
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// Scores a unit from the collector's database: its registry, profile and the reports in
+/// the period.
+pub async fn score_from_store(
+    store: &crate::store::Store,
+    rubric: &Rubric,
+    unit_id: &str,
+    period: PeriodChoice,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Sheet, InputError> {
+    let server = |e: crate::store::StoreError| InputError::Server(e.to_string());
+    let unit = store
+        .unit(unit_id)
+        .await
+        .map_err(server)?
+        .ok_or_else(|| InputError::Usage(format!("单位 {unit_id} 不存在 (no such unit)")))?;
+    let profile = UnitProfile {
+        id: unit.id.clone(),
+        name: unit.name.clone(),
+        parent: unit.parent.clone(),
+        maintainer: unit.maintainer.clone(),
+        responder: unit.responder.clone(),
+        enrolled: unit.enrolled.as_deref().and_then(|d| d.parse().ok()),
+        timezone: None,
+    };
+    let registry = store.registry(unit_id).await.map_err(server)?;
+    let tz = rubric.timezone;
+    let period = match period {
+        PeriodChoice::Fixed(p) => p,
+        // The assessment year so far.
+        PeriodChoice::Auto => Period::Year {
+            year: chrono::Datelike::year(&as_of.unwrap_or_else(Utc::now).with_timezone(&tz)),
+        },
+    };
+    let (start, end) = period.bounds(tz);
+    // Reports made up to an hour after the end still carry the end's samples.
+    let reports = store
+        .reports(unit_id, start, end + chrono::Duration::hours(1))
+        .await
+        .map_err(server)?;
+    Ok(score(&ScoreInput {
+        rubric,
+        profile: &profile,
+        registry: &registry,
+        reports: &reports,
+        period,
+        as_of,
+    }))
+}

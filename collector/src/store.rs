@@ -8,14 +8,16 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use kaohe_rubric::evidence::Report;
+use kaohe_rubric::registry::{EntryKind, Registry, RegistryEntry};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 /// Migrations, in order. Append only: a released migration is never edited.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "units, enrolment tokens, agents, reports",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "units, enrolment tokens, agents, reports",
+        r#"
 CREATE TABLE units (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -54,7 +56,27 @@ CREATE TABLE reports (
 );
 CREATE INDEX reports_unit_created ON reports (unit_id, created_at);
 "#,
-)];
+    ),
+    (
+        2,
+        "registry entries",
+        r#"
+CREATE TABLE registry_entries (
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    line BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    ip TEXT,
+    mac TEXT,
+    user_name TEXT,
+    location TEXT,
+    machine_room BIGINT NOT NULL,
+    url TEXT,
+    PRIMARY KEY (unit_id, line)
+);
+"#,
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,6 +91,11 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// The newest migration this build knows.
+pub fn latest_migration() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
 }
 
 /// Which database is behind the store.
@@ -429,6 +456,95 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Replaces a unit's whole registry in one transaction: all of it or nothing.
+    pub async fn replace_registry(&self, unit_id: &str, registry: &Registry) -> Result<usize, StoreError> {
+        if self.unit(unit_id).await?.is_none() {
+            return Err(StoreError::Invalid(format!("单位 {unit_id} 不存在 (no such unit)")));
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM registry_entries WHERE unit_id = $1")
+            .bind(unit_id)
+            .execute(&mut *tx)
+            .await?;
+        for e in &registry.entries {
+            let kind = match e.kind {
+                EntryKind::Device => "device",
+                EntryKind::App => "app",
+                EntryKind::Portal => "portal",
+            };
+            sqlx::query(
+                "INSERT INTO registry_entries (unit_id, line, kind, name, ip, mac, user_name, location, machine_room, url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(unit_id)
+            .bind(e.line as i64)
+            .bind(kind)
+            .bind(&e.name)
+            .bind(e.ip.map(|ip| ip.to_string()))
+            .bind(e.mac.as_deref())
+            .bind(e.user.as_deref())
+            .bind(e.location.as_deref())
+            .bind(i64::from(e.machine_room))
+            .bind(e.url.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(registry.entries.len())
+    }
+
+    /// A unit's registry as stored.
+    pub async fn registry(&self, unit_id: &str) -> Result<Registry, StoreError> {
+        let rows = sqlx::query("SELECT * FROM registry_entries WHERE unit_id = $1 ORDER BY line")
+            .bind(unit_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let kind: String = row.try_get("kind")?;
+            let ip: Option<String> = row.try_get("ip")?;
+            let line: i64 = row.try_get("line")?;
+            let room: i64 = row.try_get("machine_room")?;
+            entries.push(RegistryEntry {
+                line: usize::try_from(line).unwrap_or(0),
+                kind: match kind.as_str() {
+                    "app" => EntryKind::App,
+                    "portal" => EntryKind::Portal,
+                    _ => EntryKind::Device,
+                },
+                name: row.try_get("name")?,
+                ip: ip.and_then(|i| i.parse().ok()),
+                mac: row.try_get("mac")?,
+                user: row.try_get("user_name")?,
+                location: row.try_get("location")?,
+                machine_room: room != 0,
+                url: row.try_get("url")?,
+            });
+        }
+        Ok(Registry { entries })
+    }
+
+    /// Sets the profile fields scoring reads (maintainer, responder, enrolment day).
+    pub async fn set_unit_profile(
+        &self,
+        unit_id: &str,
+        maintainer: Option<&str>,
+        responder: Option<&str>,
+        enrolled: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE units SET maintainer = COALESCE($1, maintainer), responder = COALESCE($2, responder), \
+             enrolled = COALESCE($3, enrolled) WHERE id = $4",
+        )
+        .bind(maintainer)
+        .bind(responder)
+        .bind(enrolled)
+        .bind(unit_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn report_count(&self, unit_id: &str) -> Result<i64, StoreError> {

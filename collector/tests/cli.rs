@@ -156,3 +156,79 @@ fn evidence_of_another_unit_than_the_profile_is_refused() {
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lab/case"));
 }
+
+#[test]
+fn registry_import_is_all_or_nothing_and_export_round_trips_then_the_unit_scores_from_the_database() {
+    let dir = std::env::temp_dir().join(format!("kaohe-cli-db-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().expect("utf8");
+    let ok = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--data-dir", data]);
+        let out = collector(&a);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["unit", "add", "lab", "--name", "实验", "--kind", "province"]);
+    ok(&["unit", "add", "lab/case", "--name", "示例司法所", "--parent", "lab"]);
+    ok(&[
+        "registry",
+        "import",
+        "--unit",
+        "lab/case",
+        "deploy/example/registry.csv",
+    ]);
+    // A file with a bad row changes nothing.
+    let out = collector(&[
+        "registry",
+        "import",
+        "--unit",
+        "lab/case",
+        "tests/cases/registry-bad-row/registry.csv",
+        "--data-dir",
+        data,
+    ]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("第 9 行"));
+    let exported = ok(&["registry", "export", "--unit", "lab/case"]);
+    let original = std::fs::read(root().join("deploy/example/registry.csv")).expect("csv");
+    let a = kaohe_rubric::Registry::from_csv(&original, "a").expect("original");
+    let b = kaohe_rubric::Registry::from_csv(exported.as_bytes(), "b").expect("exported");
+    assert_eq!(a, b, "export gives back what was imported, not the bad file");
+    ok(&[
+        "unit",
+        "set",
+        "lab/case",
+        "--maintainer",
+        "王工",
+        "--enrolled",
+        "2026-11-01",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "score",
+        "--db-unit",
+        "lab/case",
+        "--period",
+        "2026-11",
+        "--json",
+    ]))
+    .expect("json");
+    assert_eq!(v["unit"]["name"], "示例司法所");
+    assert_eq!(v["reports"], 0);
+    let room = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["id"] == "三.1")
+        .expect("三.1")
+        .clone();
+    assert_eq!(
+        room["score"], 1.0,
+        "the maintainer on record counts; no evidence for the rest: {room}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

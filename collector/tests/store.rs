@@ -54,7 +54,7 @@ async fn migrations_apply_once_and_reopening_is_harmless() {
             .fetch_one(s.pool())
             .await
             .expect("count");
-        assert_eq!(n, 1, "{backend}");
+        assert_eq!(n, kaohe_collector::store::latest_migration(), "{backend}");
     }
 }
 
@@ -127,5 +127,30 @@ async fn a_report_is_stored_once_whatever_how_often_it_is_sent() {
             .await
             .expect("read");
         assert_eq!(back, vec![r], "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn a_registry_import_replaces_the_whole_registry_and_reads_back() {
+    for (backend, s) in common::stores("registry").await {
+        enrolled(&s).await;
+        let csv = "类型,名称,IP地址,MAC地址,使用者,使用地点,机房,网址\n\
+                   设备,服务器,10.1.0.10,02:6b:68:01:00:0a,王工,机房,是,\n\
+                   门户网站,门户,,,,,,https://www.example/\n";
+        let reg = kaohe_rubric::Registry::from_csv(csv.as_bytes(), "r.csv").expect("csv");
+        assert_eq!(s.replace_registry("nx/yc", &reg).await.expect("import"), 2, "{backend}");
+        assert_eq!(s.registry("nx/yc").await.expect("read"), reg, "{backend}");
+        let smaller = kaohe_rubric::Registry::from_csv(&csv.as_bytes()[..csv.find("门户网站").expect("row")], "r.csv")
+            .expect("csv");
+        s.replace_registry("nx/yc", &smaller).await.expect("import");
+        assert_eq!(
+            s.registry("nx/yc").await.expect("read").entries.len(),
+            1,
+            "{backend}: replaced, not appended"
+        );
+        assert!(
+            s.replace_registry("nx/none", &reg).await.is_err(),
+            "{backend}: unknown unit"
+        );
     }
 }
