@@ -235,8 +235,13 @@ fn agent_once_in_each_bureau_reports_what_the_lab_planted_and_the_collector_scor
     for d in &b2.unregistered {
         assert!(ev.contains(&d.ip.to_string()), "二.1 evidence names {}: {ev}", d.ip);
     }
+    // One `once` is one isolation round: the breach is reported but not yet confirmed (two
+    // consecutive rounds are needed), so 三.3 only warns; province_lab.rs checks the
+    // confirmed deduction with the daemon.
     let s3 = score(3, &r3);
-    assert!(item(&s3, "三.3").score < Some(5.0) || r3.isolation.iter().filter(|i| i.reached).count() > 0);
+    let b3 = item(&s3, "三.3");
+    assert_eq!(b3.score, Some(5.0), "{:#?}", b3.deductions);
+    assert!(!b3.warnings.is_empty(), "the unconfirmed breach is a warning");
 
     let down = lab.down().expect("teardown");
     println!("lab down in {down:?}");

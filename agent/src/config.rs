@@ -126,9 +126,10 @@ pub struct Config {
     pub inventory_prefixes: Vec<Ipv4Net>,
     pub inventory_interface: Option<String>,
     pub inventory_max_pps: u32,
-    pub inventory_passive: bool,
     pub services: Vec<Service>,
     pub spool_max_bytes: u64,
+    /// Time zone of `schedule.daily_check_at` and of calendar days (the unit's).
+    pub timezone: chrono_tz::Tz,
 }
 
 impl Config {
@@ -165,6 +166,7 @@ struct RawConfig {
     services: Vec<RawService>,
     #[serde(default)]
     spool: RawSpool,
+    timezone: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -244,7 +246,6 @@ struct RawInventory {
     prefixes: Vec<Spanned<String>>,
     interface: Option<String>,
     max_pps: Option<Spanned<u32>>,
-    passive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -306,10 +307,20 @@ impl Config {
         let ctx = Ctx { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_string();
+            // The key: named by serde (unknown field), or written on the line the error
+            // points at (a value of the wrong type).
+            let key_on_line = e.span().and_then(|sp| {
+                let start = text[..sp.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[start..].lines().next()?;
+                let (k, _) = line.split_once('=')?;
+                let k = k.trim();
+                (!k.is_empty() && !k.starts_with('#') && !k.starts_with('[')).then(|| k.to_string())
+            });
             let key = message
                 .split_once("field `")
                 .and_then(|(_, r)| r.split_once('`'))
                 .map(|(f, _)| f.to_string())
+                .or(key_on_line)
                 .unwrap_or_else(|| "-".into());
             let line = e.span().map(|s| {
                 // Point at the offending key's own line when serde names it.
@@ -516,11 +527,31 @@ impl Config {
         }
         let spool_max_bytes = match &raw.spool.max_mib {
             None => 256 << 20,
-            Some(v) if *v.get_ref() >= 1 => v.get_ref() << 20,
-            Some(v) => return Err(ctx.err(v.span(), "spool.max_mib", "不能小于 1 (must be >= 1)")),
+            Some(v) if (1..=1_048_576).contains(v.get_ref()) => v.get_ref() << 20,
+            Some(v) => {
+                return Err(ctx.err(
+                    v.span(),
+                    "spool.max_mib",
+                    "应在 1 到 1048576 (1 TiB) 之间 (must be 1..=1048576)",
+                ));
+            }
         };
 
+        let timezone = match &raw.timezone {
+            None => chrono_tz::Asia::Shanghai,
+            Some(t) => t.get_ref().trim().parse().map_err(|_| {
+                ctx.err(
+                    t.span(),
+                    "timezone",
+                    format!(
+                        "未知时区 “{}”, 应如 Asia/Shanghai (unknown IANA time zone)",
+                        t.get_ref()
+                    ),
+                )
+            })?,
+        };
         Ok(Config {
+            timezone,
             unit_id: raw.unit_id,
             agent_id: raw.agent_id,
             state_dir: PathBuf::from(raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
@@ -535,7 +566,6 @@ impl Config {
             inventory_prefixes,
             inventory_interface: raw.inventory.interface,
             inventory_max_pps,
-            inventory_passive: raw.inventory.passive.unwrap_or(true),
             services,
             spool_max_bytes,
         })
@@ -564,7 +594,15 @@ pub fn describe_zh(c: &Config) -> String {
         c.down_after_misses
     ));
     for t in &c.targets {
-        l.push(format!("  {} {} ({:?}, {:?})", t.name, t.address(), t.role, t.probe));
+        let role = match t.role {
+            Role::Upstream => "专网上游",
+            Role::Device => "设备",
+        };
+        let how = match t.probe {
+            Probe::Icmp(_) => "ICMP",
+            Probe::Tcp(_) => "TCP",
+        };
+        l.push(format!("  {} {} ({role}, {how})", t.name, t.address()));
     }
     l.push(format!(
         "互联网隔离: {} 个探针, 每 {} 秒一次",
@@ -585,6 +623,19 @@ pub fn describe_zh(c: &Config) -> String {
         c.inventory_max_pps
     ));
     l.push(format!("应用系统与门户网站: {} 个", c.services.len()));
+    l.push(format!(
+        "日常检测时间: 每天 {} ({})",
+        c.schedule.daily_check_at.format("%H:%M"),
+        c.timezone.name()
+    ));
+    if !c.targets.iter().any(|t| t.role == Role::Device) {
+        l.push("提示: 未配置 role = \"device\" 的目标 (如机房设备), 日常检测记录中没有\"设备\"一项; 若单位备案了设备, 二.2 会因此失分, 三.1 也无法检测机房设备 (no device targets: the daily record will lack devices)".into());
+    }
+    if c.services.is_empty() {
+        l.push(
+            "提示: 未配置应用系统或门户网站; 若单位备案了它们, 二.2 会因缺少检测失分 (no services configured)".into(),
+        );
+    }
     l.join("\n")
 }
 
@@ -638,6 +689,16 @@ mod tests {
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.to_string().contains("https://"), "{e}");
         let e = Config::from_toml("[schedule]\nprobe_interval_secs = \"30\"\n", "a.toml").expect_err("type");
-        assert_eq!(e.line, Some(2), "{e}");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "probe_interval_secs"), "{e}");
+        let e = Config::from_toml(
+            "[[reachability.targets]]\naddress = \"10.0.0.1\"\nkind = \"icmp\"\nrole = \"router\"\n",
+            "a.toml",
+        )
+        .expect_err("enum");
+        assert_eq!((e.line, e.key.as_str()), (Some(4), "role"), "{e}");
+        let e = Config::from_toml("[spool]\nmax_mib = 17592186044416\n", "a.toml").expect_err("too big");
+        assert_eq!(e.key, "spool.max_mib", "{e}");
+        let e = Config::from_toml("timezone = \"Mars/Base\"\n", "a.toml").expect_err("tz");
+        assert_eq!((e.line, e.key.as_str()), (Some(1), "timezone"), "{e}");
     }
 }

@@ -112,7 +112,14 @@ pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> 
         report.probes.samples = samples;
     }
     if !config.canaries.is_empty() {
-        let results = isolation::check(&prober, &config.canaries, &net.routes, config.isolation_timeout).await;
+        let isolation_prober = Prober::new(config.isolation_timeout);
+        let results = isolation::check(
+            &isolation_prober,
+            &config.canaries,
+            &net.routes,
+            config.isolation_timeout,
+        )
+        .await;
         let icmp_broken = prober.icmp_error().is_some();
         report.checks.isolation = if icmp_broken {
             CheckStatus::Failed

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Local, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use kaohe_rubric::evidence::{
     CheckProblem, CheckStatus, Checks, DailyCheck, IsolationResult, Observation, ProbeSample, Report, SelfCheck,
     ServiceCheck,
@@ -47,6 +47,8 @@ struct Batch {
     problems: Vec<CheckProblem>,
     ran_reachability: bool,
     ran_isolation: bool,
+    /// ICMP could not be used (no CAP_NET_RAW): ICMP results are no evidence.
+    icmp_broken: bool,
     ran_inventory: bool,
     ran_services: bool,
     failed_inventory: bool,
@@ -111,8 +113,8 @@ impl Shared {
             platform::host_facts(self.started_at),
         );
         r.checks = Checks {
-            reachability: status(!c.targets.is_empty(), batch.ran_reachability, false),
-            isolation: status(!c.canaries.is_empty(), batch.ran_isolation, false),
+            reachability: status(!c.targets.is_empty(), batch.ran_reachability, batch.icmp_broken),
+            isolation: status(!c.canaries.is_empty(), batch.ran_isolation, batch.icmp_broken),
             self_check: status(!c.private_prefixes.is_empty(), batch.self_check.is_some(), false),
             inventory: status(
                 !c.inventory_prefixes.is_empty(),
@@ -199,7 +201,8 @@ pub async fn run(mut config: Config, mut shutdown: watch::Receiver<bool>) -> Res
         tasks.spawn(daily_loop(shared.clone(), shutdown.clone()));
     }
     if !c.canaries.is_empty() {
-        tasks.spawn(isolation_loop(shared.clone(), prober.clone(), shutdown.clone()));
+        let isolation_prober = Prober::new(shared.config.isolation_timeout);
+        tasks.spawn(isolation_loop(shared.clone(), isolation_prober, shutdown.clone()));
     }
     if !c.private_prefixes.is_empty() {
         tasks.spawn(self_check_loop(shared.clone(), shutdown.clone()));
@@ -256,11 +259,19 @@ async fn probe_loop(s: Arc<Shared>, prober: Prober, mut shutdown: watch::Receive
         let mut b = lock(&s.batch);
         b.samples.extend(samples);
         b.ran_reachability = true;
-        if let (Some(e), true) = (prober.icmp_error(), b.problems.is_empty()) {
-            b.problems.push(CheckProblem {
-                check: "reachability".into(),
-                message: e.to_string(),
-            });
+        if let Some(e) = prober.icmp_error()
+            && s.config
+                .targets
+                .iter()
+                .any(|t| matches!(t.probe, crate::config::Probe::Icmp(_)))
+        {
+            b.icmp_broken = true;
+            if !b.problems.iter().any(|p| p.check == "reachability") {
+                b.problems.push(CheckProblem {
+                    check: "reachability".into(),
+                    message: e.to_string(),
+                });
+            }
         }
     }
 }
@@ -274,6 +285,14 @@ async fn isolation_loop(s: Arc<Shared>, prober: Prober, mut shutdown: watch::Rec
         let mut b = lock(&s.batch);
         b.isolation.extend(results);
         b.ran_isolation = true;
+        if prober.icmp_error().is_some()
+            && s.config
+                .canaries
+                .iter()
+                .any(|c| c.protocols.contains(&crate::config::CanaryProtocol::Icmp))
+        {
+            b.icmp_broken = true;
+        }
     }
 }
 
@@ -352,7 +371,7 @@ async fn services_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 async fn daily_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut timer = tokio::time::interval(Duration::from_secs(20));
     while tick(&mut timer, &mut shutdown).await {
-        let now = Local::now();
+        let now = Utc::now().with_timezone(&s.config.timezone);
         let today = now.date_naive();
         let mut m = lock(&s.memory);
         if now.time() < s.config.schedule.daily_check_at || m.last_daily == Some(today) || m.last_round.is_empty() {
@@ -388,7 +407,11 @@ async fn upload_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let ca = std::fs::read(dir.join(CA_FILE));
         let wait = match (credential, ca) {
             (Ok(cred), Ok(ca)) => match delivery::client(&ca, collector.ca_fingerprint.as_deref()) {
-                Ok(client) => match delivery::drain(&s.spool, &client, &collector.url, &cred).await {
+                Ok(client) => match tokio::select! {
+                    r = delivery::drain(&s.spool, &client, &collector.url, &cred) => r,
+                    // Stop at once: what was not acknowledged stays in the spool.
+                    _ = shutdown.changed() => return,
+                } {
                     Ok(n) => {
                         if n > 0 {
                             tracing::info!(delivered = n, "reports delivered");

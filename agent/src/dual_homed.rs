@@ -33,13 +33,22 @@ fn finding(
     }
 }
 
-/// Whether an interface has an address inside the private network.
+/// Whether an interface is on the private network: an address inside it, and not a
+/// wireless, mobile or dial-up link (a 4G modem may well get a carrier 10.x address).
 fn is_private_iface(iface: Option<&Iface>, private: &[IpNet]) -> bool {
     iface.is_some_and(|i| {
-        i.addresses
-            .iter()
-            .any(|a| private.iter().any(|p| p.contains(&a.addr())))
+        !is_radio(i)
+            && i.addresses
+                .iter()
+                .any(|a| private.iter().any(|p| p.contains(&a.addr())))
     })
+}
+
+fn is_radio(i: &Iface) -> bool {
+    matches!(
+        i.kind,
+        InterfaceKind::Wireless | InterfaceKind::Mobile | InterfaceKind::Ppp
+    )
 }
 
 /// The route the kernel would pick for `dst`: longest prefix, then lowest metric.
@@ -61,7 +70,8 @@ pub fn analyse(net: &HostNet, private: &[IpNet], canaries: &[IpAddr], at: DateTi
 
     let defaults: Vec<&RouteEntry> = net.routes.iter().filter(|r| r.is_default()).collect();
     for r in &defaults {
-        let gw_private = r.gateway.is_some_and(|g| private.iter().any(|p| p.contains(&g)));
+        let radio = iface(&r.interface).is_some_and(is_radio);
+        let gw_private = !radio && r.gateway.is_some_and(|g| private.iter().any(|p| p.contains(&g)));
         if !is_private_iface(iface(&r.interface), private) && !gw_private {
             internet_ifaces.push(r.interface.clone());
             findings.push(finding(
@@ -279,6 +289,27 @@ mod tests {
             vec!["default_route_not_private", "multiple_default_routes"]
         );
         assert!(sc.findings.iter().all(|f| !f.why_zh.is_empty() && !f.why_en.is_empty()));
+    }
+
+    #[test]
+    fn a_4g_modem_with_a_carrier_10_x_address_and_a_default_route_is_a_violation() {
+        let net = HostNet {
+            interfaces: vec![
+                iface("eth0", InterfaceKind::Ethernet, &["10.1.0.10/24"]),
+                iface("wwan0", InterfaceKind::Mobile, &["10.64.1.5/30"]),
+            ],
+            routes: vec![
+                route("0.0.0.0/0", Some("10.64.1.6"), "wwan0", 50),
+                route("0.0.0.0/0", Some("10.1.0.1"), "eth0", 100),
+            ],
+            ..HostNet::default()
+        };
+        let sc = analyse(&net, &private(), &canaries(), Utc::now());
+        assert!(
+            violations(&sc).contains(&"default_route_not_private"),
+            "{:#?}",
+            sc.findings
+        );
     }
 
     #[test]

@@ -172,7 +172,8 @@ pub fn parse_route_v4(text: &str) -> Vec<RouteEntry> {
                 return None;
             }
             let flags = u32::from_str_radix(f[3], 16).ok()?;
-            if flags & 1 == 0 {
+            // Not up, or an unreachable/blackhole/prohibit route (RTF_REJECT): no path.
+            if flags & 1 == 0 || flags & 0x0200 != 0 || f[0] == "*" {
                 return None;
             }
             let dest = hex_ip(f[1])?;
@@ -202,7 +203,7 @@ pub fn parse_route_v6(text: &str) -> Vec<RouteEntry> {
             let prefix = u8::from_str_radix(f[1], 16).ok()?;
             let gw = hex6(f[4])?;
             let flags = u32::from_str_radix(f[8], 16).ok()?;
-            if flags & 1 == 0 || dest.segments()[0] & 0xff00 == 0xff00 {
+            if flags & 1 == 0 || flags & 0x0200 != 0 || dest.segments()[0] & 0xff00 == 0xff00 {
                 return None;
             }
             Some(RouteEntry {
@@ -283,6 +284,13 @@ mod tests {
         assert_eq!(r[1].destination.to_string(), "10.1.0.0/24");
         assert_eq!(r[1].gateway, None);
         assert_eq!((r[2].interface.as_str(), r[2].metric), ("wwan0", 50));
+        // `ip route add unreachable default`: flags RTF_UP|RTF_REJECT, interface `*`.
+        let hardened = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                        *\t00000000\t00000000\t0201\t0\t0\t4278198272\t00000000\t0\t0\t0\n";
+        assert!(
+            parse_route_v4(hardened).is_empty(),
+            "an unreachable default route is no path"
+        );
         assert_eq!(r[2].gateway, Some("198.51.100.1".parse().expect("ip")));
     }
 

@@ -422,7 +422,12 @@ impl Report {
     /// Reads one report, checking the schema version before anything else.
     pub fn from_json(text: &str) -> Result<Report, EvidenceError> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| EvidenceError::Json(e.to_string()))?;
-        Report::from_value(value)
+        check_version(&value)?;
+        // Parsed again from the text so that an error names its line and column.
+        serde_json::from_str(text).map_err(|e| EvidenceError::Invalid {
+            path: format!("line {} column {}", e.line(), e.column()),
+            message: e.to_string(),
+        })
     }
 
     /// Reads one report from an already parsed JSON value.

@@ -478,11 +478,11 @@ fn validate_item(
         );
     }
     let points = *ri.points.get_ref();
-    if points == 0 {
+    if points == 0 || points > 1000 {
         return ctx.err(
             ri.points.span(),
             &format!("{key}.points"),
-            "标准分必须大于 0 (points must be > 0)",
+            "标准分必须在 1 到 1000 之间 (points must be within 1..=1000)",
         );
     }
     for (field, text) in [("text_zh", &ri.text_zh), ("text_en", &ri.text_en)] {

@@ -81,6 +81,19 @@ fn missing_check_status_is_an_error_not_a_pass() {
 #[test]
 fn truncated_json_is_a_clear_error() {
     let text = golden("report-full.json");
-    let err = Report::from_json(&text[..text.len() / 2]).expect_err("truncated");
+    let mut cut = text.len() / 2;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let err = Report::from_json(&text[..cut]).expect_err("truncated");
     assert!(matches!(err, EvidenceError::Json(_)), "{err:?}");
+}
+
+#[test]
+fn a_field_of_the_wrong_type_is_named_with_its_line_and_column() {
+    let text = golden("report-empty-config.json").replacen("\"agent_id\": \"agent-new\"", "\"agent_id\": 5", 1);
+    let err = Report::from_json(&text).expect_err("agent_id must be a string");
+    let msg = err.to_string();
+    assert!(msg.contains("line 4 column"), "{msg}");
+    assert!(msg.contains("expected a string"), "{msg}");
 }

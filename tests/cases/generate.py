@@ -192,7 +192,9 @@ class Scenario:
             if "portals" not in left_out:
                 d["portals"] = {"checked": 1, "failed": 0}
             r["daily_checks"].append(d)
-        for target, a, b in self.outages:
+        # Outages follow from the probes: both upstream targets down while upstream_down says so.
+        derived = [(t, a, b) for (a, b) in self.upstream_down for (t, _) in UPSTREAM]
+        for target, a, b in self.outages + derived:
             if a < end:
                 o = {"target": target, "start": z(a)}
                 if b is not None and b < end:
@@ -337,11 +339,14 @@ def main():
          with_(三_4=3.0), bridge, reasons={"三.4": "host jf-server bridges"})
 
     def outage(s):
-        s.outages.append(("10.0.0.1", local(2026, 11, 1, 9), local(2026, 11, 1, 14, 30)))
-        s.outages.append(("10.0.0.10:8443", local(2026, 11, 2, 9), local(2026, 11, 2, 10)))
-    # 5 h 30 min > 4 h → −1; the 1-hour outage is fine
-    case("rule-outage-not-restored-in-time", "三.5: one outage lasts 5.5 hours, another 1 hour",
-         with_(三_5=2.0), outage, reasons={"三.5": "not restored within 4 h"})
+        s.upstream_down = [(local(2026, 11, 1, 9), local(2026, 11, 1, 15)),
+                           (local(2026, 11, 2, 9), local(2026, 11, 2, 10))]
+        # The collector alone is down for 6 hours: no incident of the unit's network.
+        s.outages.append(("10.0.0.10:8443", local(2026, 11, 2, 12), local(2026, 11, 2, 18)))
+    # The network is down 6 h (> 4 h: −1) and 1 h (fine); 三.2 loses everything at 85% availability
+    case("rule-outage-not-restored-in-time",
+         "三.5: the network is down 6 hours once and 1 hour once; a collector-only outage is no incident",
+         with_(三_5=2.0, 三_2=0.0), outage, reasons={"三.5": "not restored within 4 h"})
 
     case("rule-outage-no-responder", "三.5: no responder on record",
          with_(三_5=2.0), unit=unit_toml("lab/case", "示例司法所", responder=None))
@@ -350,13 +355,13 @@ def main():
         s.violation_at = local(2026, 11, 1, 0)
         s.leaks += [(local(2026, 11, 1, 12), "10.1.0.21", "02:6b:68:01:00:15", "spoofed_source", "icmp"),
                     (local(2026, 11, 1, 12), "10.1.0.22", "02:6b:68:01:00:16", "forwarding", "icmp")]
-        for h in range(0, 24, 6):
-            s.outages.append(("10.0.0.1", local(2026, 11, 1, h), local(2026, 11, 1, h + 5)))
+        s.upstream_down = [(local(2026, 11, 1, h), local(2026, 11, 1, h + 5)) for h in range(0, 24, 6)]
         s.breach_rounds |= {local(2026, 11, 1, h, 30) for h in range(24)}
         s.breach_rounds |= {local(2026, 11, 2, h, 30) for h in range(24)}
-    # 三.4: 3 bridging hosts × 2 = 6 > 5 → 0; 三.5: 4 slow outages → 0; 三.3: 2 breach days → 3
+    # 三.4: 3 bridging hosts × 2 = 6 > 5 → 0; 三.5: 4 slow outages → 0; 三.3: 2 breach days → 3;
+    # 三.2: 20 of 48 hours down → 0
     case("floors", "扣完为止: deductions beyond an item's points stop at 0",
-         with_(三_3=3.0, 三_4=0.0, 三_5=0.0), floors, reasons={"三.4": "capped", "三.5": "already at 0"})
+         with_(三_2=0.0, 三_3=3.0, 三_4=0.0, 三_5=0.0), floors, reasons={"三.4": "capped", "三.5": "already at 0"})
 
     # Period 2026-10-30..2026-11-02, enrolled 2026-11-01: the days before enrolment do not count.
     case("enrolled-mid-period", "enrolment in the middle of the period: scored from the enrolment day",
@@ -380,8 +385,6 @@ def main():
     ex = Scenario("ningxia/example/demo-station", date(2026, 11, 16), 7)
     ex.extra_seen.append(("10.1.0.99", "02:6b:68:01:00:63", "TP-LINK"))
     ex.upstream_down = [(local(2026, 11, 18, 13), local(2026, 11, 18, 19))]
-    ex.outages.append(("10.0.0.1", local(2026, 11, 18, 13), local(2026, 11, 18, 19)))
-    ex.outages.append(("10.0.0.10:8443", local(2026, 11, 18, 13), local(2026, 11, 18, 19)))
     ex.no_daily.add(date(2026, 11, 21))
     ex.breach_rounds |= {local(2026, 11, 20, 15, 30), local(2026, 11, 20, 16, 30)}
     exd = os.path.join(ROOT, "deploy", "example")

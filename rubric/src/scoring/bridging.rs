@@ -28,9 +28,15 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &BridgingRule, max: f64) -> Outcome {
     }
     // Host key → evidence, in first-seen order of keys.
     let mut hosts: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
+    let mut seen_findings: std::collections::BTreeSet<(String, String, Option<String>)> = Default::default();
     for r in &ctx.reports {
         if let Some(sc) = r.self_check.as_ref().filter(|sc| ctx.contains(sc.at)) {
             for f in sc.findings.iter().filter(|f| f.severity == Severity::Violation) {
+                // One piece of evidence per host, finding and interface: the first seen.
+                let seen_key = (r.host.hostname.clone(), f.code.clone(), f.interface.clone());
+                if !seen_findings.insert(seen_key) {
+                    continue;
+                }
                 let detail = match &f.interface {
                     Some(i) => format!("{} [{}] 接口 {i}: {}", f.code, f.why_zh, f.detail),
                     None => format!("{} [{}]: {}", f.code, f.why_zh, f.detail),

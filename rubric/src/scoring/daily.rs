@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Days, NaiveDate};
 
 use super::{Ctx, Evidence, Outcome};
-use crate::period::{days_in, local_day};
+use crate::period::{days_in, local_day, local_midnight};
 use crate::registry::EntryKind;
 use crate::rubric::DailyChecksRule;
 
@@ -53,7 +53,15 @@ pub(super) fn score(ctx: &Ctx<'_>, _rule: &DailyChecksRule, max: f64) -> Outcome
             set.insert(PORTALS);
         }
     }
-    let days = days_in(ctx.start, ctx.end, ctx.tz);
+    let mut days = days_in(ctx.start, ctx.end, ctx.tz);
+    // A day still under way (scoring as of now) counts only once its check is done.
+    if let Some(last) = days.last().copied()
+        && local_midnight(last, ctx.tz) < ctx.end
+        && local_midnight(last + Days::new(1), ctx.tz) > ctx.end
+        && !done.get(&last).is_some_and(|h| required.iter().all(|c| h.contains(c)))
+    {
+        days.pop();
+    }
     // Runs of consecutive days missing the same categories.
     let mut runs: Vec<(NaiveDate, NaiveDate, usize, Vec<String>)> = Vec::new();
     let mut missing_days = 0usize;

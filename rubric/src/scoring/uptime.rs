@@ -27,7 +27,11 @@ type Held = (DateTime<Utc>, bool, Duration);
 pub(super) struct Spans(Vec<Span>);
 
 impl Spans {
-    fn from_unsorted(mut v: Vec<Span>) -> Spans {
+    pub(super) fn spans(&self) -> &[Span] {
+        &self.0
+    }
+
+    pub(super) fn from_unsorted(mut v: Vec<Span>) -> Spans {
         v.retain(|(a, b)| a < b);
         v.sort();
         let mut out: Vec<Span> = Vec::with_capacity(v.len());
@@ -44,7 +48,7 @@ impl Spans {
         Spans::from_unsorted(sets.iter().flat_map(|s| s.0.iter().copied()).collect())
     }
 
-    fn intersect(&self, other: &Spans) -> Spans {
+    pub(super) fn intersect(&self, other: &Spans) -> Spans {
         let (mut i, mut j, mut out) = (0, 0, Vec::new());
         while i < self.0.len() && j < other.0.len() {
             let (a, b) = (self.0[i], other.0[j]);
