@@ -58,7 +58,7 @@ pub fn sheet_text(sheet: &Sheet, rubric: &Rubric) -> String {
             let status = match item.status {
                 Status::Auto => "自动".to_string(),
                 Status::Manual => "人工".to_string(),
-                Status::Pending if item.score.is_some() => format!("待评审{}分", item.pending_points),
+                Status::Pending if item.score.is_some() => format!("待评审 {} 分", item.pending_points),
                 Status::Pending => "待评审".to_string(),
             };
             let _ = writeln!(

@@ -232,3 +232,29 @@ fn registry_import_is_all_or_nothing_and_export_round_trips_then_the_unit_scores
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_same_report_given_twice_counts_once() {
+    let args = |twice: bool| {
+        let mut a = vec![
+            "score",
+            "--registry",
+            "tests/cases/perfect/registry.csv",
+            "--unit",
+            "tests/cases/perfect/unit.toml",
+            "--period",
+            "2026-11-01..2026-11-02",
+            "--json",
+            "--evidence",
+            "tests/cases/perfect/evidence.json",
+        ];
+        if twice {
+            a.push("tests/cases/perfect/evidence.json");
+        }
+        a
+    };
+    let once = stdout_json(&collector(&args(false)));
+    let twice = stdout_json(&collector(&args(true)));
+    assert_eq!(once["reports"], twice["reports"]);
+    assert_eq!(once, twice, "a duplicate changes nothing");
+}

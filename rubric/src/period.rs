@@ -32,7 +32,7 @@ pub enum Period {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "无效的期间 `{0}`; 应为 2026、2026-Q4、2026-11 或 2026-11-01..2026-11-07 (invalid period: expected YEAR, YEAR-Qn, YEAR-MM or DAY..DAY)"
+    "无效的期间 `{0}`; 应为 2026、2026-Q4、2026-11、2026-11-02 或 2026-11-01..2026-11-07 (invalid period: expected YEAR, YEAR-Qn, YEAR-MM, DAY or DAY..DAY)"
 )]
 pub struct PeriodError(pub String);
 
@@ -49,6 +49,9 @@ impl FromStr for Period {
                 return Err(bad());
             }
             return Ok(Period::Days { first, last });
+        }
+        if let Ok(day) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+            return Ok(Period::Days { first: day, last: day });
         }
         let year_ok = |y: &str| y.len() == 4 && y.chars().all(|c| c.is_ascii_digit());
         match t.split_once('-') {
@@ -166,6 +169,8 @@ mod tests {
         assert_eq!("2026-Q4".parse(), Ok(Period::Quarter { year: 2026, quarter: 4 }));
         assert_eq!("2026-11".parse(), Ok(Period::Month { year: 2026, month: 11 }));
         assert!(matches!("2026-11-01..2026-11-07".parse(), Ok(Period::Days { .. })));
+        let day: Period = "2026-11-02".parse().expect("a single day");
+        assert_eq!(day.to_string(), "2026-11-02..2026-11-02");
         for bad in ["26", "2026-Q5", "2026-13", "2026-11-07..2026-11-01", "last year"] {
             assert!(bad.parse::<Period>().is_err(), "{bad}");
         }

@@ -319,8 +319,34 @@ impl Evidence {
                 format!("{span} ({count} 天) 缺少: {}", missing.join("、"))
             }
             Evidence::Service { kind, name, url } => format!("{kind} “{name}” {url}"),
-            Evidence::Missing { what } => format!("缺少: {what}"),
+            Evidence::Missing { what } => format!("缺少: {}", missing_zh(what)),
         }
+    }
+}
+
+/// A `Missing` evidence key in words for the bureau's staff.
+fn missing_zh(what: &str) -> String {
+    let check = |c: &str| match c {
+        "reachability" => "专网连通性探测记录",
+        "isolation" => "互联网隔离检测记录",
+        "self_check" => "代理主机双网卡自检记录",
+        "inventory" => "局域网设备清点记录",
+        "daily" => "日常检测记录",
+        "services" => "应用系统与门户网站检测记录",
+        "machine_room_devices" => "机房设备检测记录",
+        _ => "",
+    };
+    match what {
+        "unit.maintainer" => "单位资料中的机房专人维护 (maintainer)".into(),
+        "unit.responder" => "单位资料中的故障处置负责人 (responder)".into(),
+        "enrolment" => "本期内的注册".into(),
+        "registry:machine_room_device" => "备案中带 IP 的机房设备".into(),
+        "inventory:devices" => "清点发现的设备".into(),
+        "probes:upstream" => "专网上游目标的探测数据".into(),
+        other => match other.strip_prefix("check:").map(check) {
+            Some(zh) if !zh.is_empty() => zh.to_string(),
+            _ => other.to_string(),
+        },
     }
 }
 
