@@ -111,7 +111,9 @@ pub fn sweep(prefix: &Ipv4Net, interface: Option<&str>, max_pps: u32, found: &mu
     let mut max_rtt = Duration::ZERO;
     loop {
         let now = Instant::now();
-        if next < targets.len() && now >= next_send {
+        // Every request now due leaves (the receive below may have waited up to its 1 ms
+        // timeout), so the rate follows max_pps rather than the timeout.
+        while next < targets.len() && Instant::now() >= next_send {
             let frame = ArpFrame::request(our_mac, our_ip, targets[next]).emit();
             if let Some(Err(e)) = tx.send_to(&frame, None) {
                 tracing::debug!(error = %e, "ARP request not sent");
