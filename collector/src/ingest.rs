@@ -239,7 +239,7 @@ async fn enroll(State(s): State<Arc<AppState>>, body: String) -> Response {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let m = &s.metrics;
-    let text = format!(
+    let mut text = format!(
         "# HELP kaohe_reports_ingested_total Reports stored.\n# TYPE kaohe_reports_ingested_total counter\nkaohe_reports_ingested_total {}\n\
          # HELP kaohe_reports_duplicate_total Reports received again and acknowledged without storing.\n# TYPE kaohe_reports_duplicate_total counter\nkaohe_reports_duplicate_total {}\n\
          # HELP kaohe_reports_rejected_total Reports refused (auth, rate, schema, forged unit).\n# TYPE kaohe_reports_rejected_total counter\nkaohe_reports_rejected_total {}\n\
@@ -249,5 +249,19 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         m.rejected.load(Ordering::Relaxed),
         m.enrolled.load(Ordering::Relaxed),
     );
+    // From the database, so every collector sharing it reports the same.
+    if let Ok(seen) = s.store.last_seen_by_unit().await {
+        text.push_str(
+            "# HELP kaohe_unit_last_seen_seconds When a unit's agents last delivered a report (Unix time).\n\
+             # TYPE kaohe_unit_last_seen_seconds gauge\n",
+        );
+        for (unit, ms) in seen {
+            let label = unit.replace('\\', "\\\\").replace('"', "\\\"");
+            text.push_str(&format!(
+                "kaohe_unit_last_seen_seconds{{unit=\"{label}\"}} {}\n",
+                ms / 1000
+            ));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

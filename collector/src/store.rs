@@ -547,6 +547,20 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Per unit, the last time any of its agents delivered a report (Unix ms).
+    pub async fn last_seen_by_unit(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT unit_id, MAX(last_seen) AS seen FROM agents WHERE last_seen IS NOT NULL GROUP BY unit_id ORDER BY unit_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push((row.try_get("unit_id")?, row.try_get("seen")?));
+        }
+        Ok(out)
+    }
+
     pub async fn report_count(&self, unit_id: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM reports WHERE unit_id = $1")
             .bind(unit_id)

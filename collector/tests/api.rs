@@ -203,6 +203,24 @@ async fn ingest_stores_once_and_refuses_bad_input_clearly_without_storing_it() {
         );
         assert_eq!(r.store.report_count("nx/b").await.expect("count"), 0, "{backend}");
 
+        // Metrics count what happened, and name the unit last seen.
+        let client = kaohe_agent::delivery::client(&r.ca_pem, None).expect("client");
+        let m = client
+            .get(format!("{}/metrics", r.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(m.contains("kaohe_reports_ingested_total 1"), "{backend}: {m}");
+        assert!(m.contains("kaohe_reports_duplicate_total 1"), "{backend}: {m}");
+        assert!(
+            m.contains("kaohe_unit_last_seen_seconds{unit=\"nx/a\"}"),
+            "{backend}: {m}"
+        );
+        assert!(!m.contains("unit=\"nx/b\""), "{backend}: nx/b never delivered: {m}");
+
         // A revoked agent is refused.
         assert!(r.store.revoke_agent(&agent_a, Utc::now()).await.expect("revoke"));
         let (s, text) = post(
