@@ -182,5 +182,30 @@ fn agents_enrol_deliver_to_the_real_collector_and_each_bureau_is_scored_from_the
     // Bureau 3: the breach through the rogue router, confirmed by consecutive checks.
     let b3 = item(2, "三.3");
     assert!(b3.score < Some(5.0), "bureau 3 三.3: {b3:#?}");
+    // Staff of bureau 2 get the list of devices to register, ready to complete and import.
+    let registry_b2 = lab.registry_path(2);
+    collector(
+        &data,
+        &[
+            "registry",
+            "import",
+            "--unit",
+            &desc.bureaus[1].unit_id,
+            registry_b2.to_str().expect("utf8"),
+        ],
+    );
+    let list = collector(
+        &data,
+        &["registry", "unregistered", "--unit", &desc.bureaus[1].unit_id, "--csv"],
+    );
+    for d in unregistered {
+        assert!(list.contains(&d.ip.to_string()), "{list}");
+    }
+    let rows = list.lines().count();
+    assert_eq!(
+        rows,
+        1 + unregistered.len(),
+        "header + one row per unregistered device: {list}"
+    );
     let _ = lab.down();
 }

@@ -143,6 +143,17 @@ pub enum RegistryAction {
         unit: String,
         file: PathBuf,
     },
+    /// 列出代理发现但未备案的设备, 供单位补充备案 (devices the agents saw that nobody registered)
+    Unregistered {
+        #[arg(long)]
+        unit: String,
+        /// 回看天数 (look back this many days)
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// 以 CSV 输出, 可补全使用者与使用地点后直接导入 (print CSV ready to complete and import)
+        #[arg(long)]
+        csv: bool,
+    },
     /// 导出备案 CSV (export the registry as CSV, Chinese header)
     Export {
         #[arg(long)]
@@ -362,6 +373,53 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                             .await
                             .map_err(|e| InputError::Server(e.to_string()))?;
                         let _ = writeln!(out, "已导入 {n} 条备案到单位 {unit} (imported {n} entries)");
+                    }
+                    RegistryAction::Unregistered { unit, days, csv } => {
+                        let server = |e: crate::store::StoreError| InputError::Server(e.to_string());
+                        let registry = store.registry(&unit).await.map_err(server)?;
+                        let from = now - chrono::Duration::days(i64::from(days));
+                        let reports = store
+                            .reports(&unit, from, now + chrono::Duration::hours(1))
+                            .await
+                            .map_err(server)?;
+                        let found = kaohe_rubric::scoring::unregistered_devices(&registry, &reports, from, now);
+                        if csv {
+                            let _ = writeln!(out, "类型,名称,IP地址,MAC地址,使用者,使用地点,机房,网址");
+                        } else if found.is_empty() {
+                            let _ = writeln!(out, "近 {days} 天发现的设备均已备案 (every device seen is registered)");
+                        } else {
+                            let _ = writeln!(
+                                out,
+                                "近 {days} 天发现 {} 台未备案设备 (unregistered devices):",
+                                found.len()
+                            );
+                        }
+                        for e in &found {
+                            if let kaohe_rubric::scoring::Evidence::Device {
+                                ip,
+                                mac,
+                                vendor,
+                                last_seen,
+                                ..
+                            } = e
+                            {
+                                let ip = ip.as_deref().unwrap_or("");
+                                let mac = mac.as_deref().unwrap_or("");
+                                if csv {
+                                    let name = vendor.as_deref().unwrap_or("未知设备").replace(',', " ");
+                                    let _ = writeln!(out, "设备,{name},{ip},{mac},,,否,");
+                                } else {
+                                    let seen = last_seen
+                                        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                                        .unwrap_or_default();
+                                    let _ = writeln!(
+                                        out,
+                                        "  {ip}\t{mac}\t{}\t最后发现 {seen}",
+                                        vendor.as_deref().unwrap_or("-")
+                                    );
+                                }
+                            }
+                        }
                     }
                     RegistryAction::Export { unit, out: file } => {
                         let registry = store

@@ -118,6 +118,30 @@ pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Devices the agents saw in `start..end` that no registry entry matches: the list a
+/// unit's staff works through to complete its registry (备案).
+pub fn unregistered_devices(
+    registry: &Registry,
+    reports: &[Report],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<Evidence> {
+    let profile = UnitProfile::bare("");
+    let ctx = Ctx {
+        profile: &profile,
+        registry,
+        tz: chrono_tz::UTC,
+        start,
+        end,
+        reports: reports.iter().collect(),
+    };
+    registry::observed(&ctx)
+        .iter()
+        .filter(|s| registry::match_entry(&registry.entries, s).is_none())
+        .map(|s| s.evidence(None, Vec::new()))
+        .collect()
+}
+
 /// Scores one unit for one period.
 pub fn score(input: &ScoreInput<'_>) -> Sheet {
     let tz = input
