@@ -71,13 +71,19 @@ impl AppState {
     }
 }
 
+/// Every path the router serves; `collector/api/openapi.json` describes each (tested).
+pub const PATHS: &[&str] = &[INGEST_PATH, ENROLL_PATH, "/healthz", "/metrics"];
+
+/// The OpenAPI description of this API.
+pub const OPENAPI_JSON: &str = include_str!("../api/openapi.json");
+
 /// The router of the agents' API (and health and metrics).
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route(INGEST_PATH, post(ingest))
         .route(ENROLL_PATH, post(enroll))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route(PATHS[2], get(|| async { "ok\n" }))
+        .route(PATHS[3], get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

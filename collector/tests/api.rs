@@ -261,3 +261,18 @@ async fn an_agent_over_its_rate_gets_429_and_others_are_unaffected() {
     .await;
     assert_eq!(s, 200, "another agent is not limited");
 }
+
+#[test]
+fn the_openapi_file_describes_every_path_the_router_serves() {
+    let spec: serde_json::Value = serde_json::from_str(kaohe_collector::ingest::OPENAPI_JSON).expect("valid JSON");
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths = spec["paths"].as_object().expect("paths");
+    for p in kaohe_collector::ingest::PATHS {
+        assert!(paths.contains_key(*p), "{p} is served but not described");
+    }
+    assert_eq!(
+        paths.len(),
+        kaohe_collector::ingest::PATHS.len(),
+        "described but not served"
+    );
+}
