@@ -136,8 +136,8 @@ pub enum UnitAction {
 
 #[derive(Debug, Subcommand)]
 pub enum RegistryAction {
-    /// 导入备案 CSV, 整体替换该单位原有备案; 有错误的行全部列出, 不导入任何内容
-    /// (import a registry CSV, replacing the unit's registry whole; nothing is imported if any row is bad)
+    /// 导入备案 CSV 或 Excel (XLSX, 第一个工作表), 整体替换该单位原有备案; 有错误的行全部列出,
+    /// 不导入任何内容 (import a registry CSV or XLSX, replacing it whole; nothing if any row is bad)
     Import {
         #[arg(long)]
         unit: String,
@@ -367,7 +367,12 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                             path: file.clone(),
                             source,
                         })?;
-                        let registry = kaohe_rubric::Registry::from_csv(&bytes, &file.display().to_string())?;
+                        let name = file.display().to_string();
+                        let registry = if crate::xlsx::is_xlsx(&bytes) {
+                            crate::xlsx::registry_from_xlsx(&bytes, &name)?
+                        } else {
+                            kaohe_rubric::Registry::from_csv(&bytes, &name)?
+                        };
                         let n = store
                             .replace_registry(&unit, &registry)
                             .await

@@ -9,3 +9,4 @@ pub mod render;
 pub mod serve;
 pub mod store;
 pub mod tls;
+pub mod xlsx;

@@ -258,3 +258,54 @@ fn the_same_report_given_twice_counts_once() {
     assert_eq!(once["reports"], twice["reports"]);
     assert_eq!(once, twice, "a duplicate changes nothing");
 }
+
+#[test]
+fn an_excel_registry_imports_like_csv_and_a_bad_row_is_named_by_its_sheet_row() {
+    let dir = std::env::temp_dir().join(format!("kaohe-cli-xlsx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().expect("utf8");
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--data-dir", data]);
+        collector(&a)
+    };
+    assert!(run(&["unit", "add", "u", "--name", "测试"]).status.success());
+    let out = run(&[
+        "registry",
+        "import",
+        "--unit",
+        "u",
+        "collector/tests/data/registry.xlsx",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = run(&["registry", "export", "--unit", "u"]).stdout;
+    let reg = kaohe_rubric::Registry::from_csv(&before, "export").expect("export parses");
+    assert_eq!(reg.entries.len(), 3);
+    assert_eq!(
+        reg.entries[1].name, "101",
+        "a number typed into a name cell stays its text"
+    );
+    assert_eq!(reg.entries[1].mac.as_deref(), Some("02:6b:68:01:00:15"));
+    // A bad row: named by its row in the sheet, and nothing changes.
+    let out = run(&[
+        "registry",
+        "import",
+        "--unit",
+        "u",
+        "collector/tests/data/registry-bad.xlsx",
+    ]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("第 5 行"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(run(&["registry", "export", "--unit", "u"]).stdout, before);
+    // A damaged file says so.
+    let broken = dir.join("broken.xlsx");
+    std::fs::write(&broken, b"PK\x03\x04 not really a workbook").expect("write");
+    let out = run(&["registry", "import", "--unit", "u", broken.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("XLSX"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
