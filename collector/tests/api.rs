@@ -29,26 +29,9 @@ impl Drop for Running {
 }
 
 async fn start(test: &str, database_url: String) -> Running {
-    let dir = std::env::temp_dir().join(format!("kaohe-api-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let listen = SocketAddr::from(([127, 0, 0, 1], port));
-    let config = CollectorConfig {
-        data_dir: dir.clone(),
-        listen,
-        public_url: Some(format!("https://127.0.0.1:{port}")),
-        database_url: Some(database_url),
-        max_body_kib: 64,
-        agent_reports_per_minute: 20,
-        ..CollectorConfig::default()
-    };
-    let (store, _) = kaohe_collector::serve::prepare(&config).await.expect("prepare");
+    let r = start_more(test, database_url).await;
     for (id, parent) in [("nx", None), ("nx/a", Some("nx")), ("nx/b", Some("nx"))] {
-        store
+        r.store
             .add_unit(&Unit {
                 id: id.into(),
                 name: id.into(),
@@ -61,31 +44,7 @@ async fn start(test: &str, database_url: String) -> Running {
             .await
             .expect("unit");
     }
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let c = config.clone();
-    tokio::spawn(async move {
-        let _ = kaohe_collector::serve::serve(c, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    let ca_pem = std::fs::read(dir.join("tls/ca.pem")).expect("ca");
-    let url = config.public_url();
-    // Wait until it answers.
-    let client = kaohe_agent::delivery::client(&ca_pem, None).expect("client");
-    for _ in 0..100 {
-        if client.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Running {
-        url,
-        ca_pem,
-        store,
-        stop: Some(tx),
-        dir,
-    }
+    r
 }
 
 /// Enrols an agent for `unit` through the API; returns (agent id, credential).
@@ -275,4 +234,88 @@ fn the_openapi_file_describes_every_path_the_router_serves() {
         kaohe_collector::ingest::PATHS.len(),
         "described but not served"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_postgresql_store_each_report_once_and_score_alike() {
+    let Ok(url) = std::env::var("KAOHE_TEST_POSTGRES_URL") else {
+        println!("skipped: KAOHE_TEST_POSTGRES_URL is not set (two collectors need one PostgreSQL)");
+        return;
+    };
+    let db = common::postgres_url(&url, "two_collectors").await;
+    let a = start("two-a", db.clone()).await;
+    // The second collector runs its migrations against the same, already migrated database.
+    let b = start_more("two-b", db).await;
+    let (agent, cred) = enrol(&a, "nx/a").await;
+    // The agent's reports go to either collector (a load balancer), some to both.
+    let reports: Vec<Report> = (1..=12).map(|seq| report("nx/a", &agent, seq)).collect();
+    for (i, r) in reports.iter().enumerate() {
+        let body = serde_json::to_string(r).expect("json");
+        let first = if i % 2 == 0 { &a } else { &b };
+        let (s, text) = post(first, Some(&cred), body.clone()).await;
+        assert_eq!((s, text.contains("stored")), (200, true), "{text}");
+        if i % 3 == 0 {
+            let other = if i % 2 == 0 { &b } else { &a };
+            let (s, text) = post(other, Some(&cred), body).await;
+            assert_eq!(
+                (s, text.contains("duplicate")),
+                (200, true),
+                "a retry at the other collector: {text}"
+            );
+        }
+    }
+    assert_eq!(a.store.report_count("nx/a").await.expect("count"), 12);
+    assert_eq!(b.store.report_count("nx/a").await.expect("count"), 12);
+    let window = (Utc::now() - Duration::hours(1), Utc::now() + Duration::hours(1));
+    let via_a = a.store.reports("nx/a", window.0, window.1).await.expect("read");
+    let via_b = b.store.reports("nx/a", window.0, window.1).await.expect("read");
+    assert_eq!(
+        via_a, via_b,
+        "both collectors see the same evidence, so they score alike"
+    );
+}
+
+/// Another collector process on an existing database (units already there).
+async fn start_more(test: &str, database_url: String) -> Running {
+    let dir = std::env::temp_dir().join(format!("kaohe-api-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = CollectorConfig {
+        data_dir: dir.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        public_url: Some(format!("https://127.0.0.1:{port}")),
+        database_url: Some(database_url),
+        max_body_kib: 64,
+        agent_reports_per_minute: 20,
+        ..CollectorConfig::default()
+    };
+    let (store, _) = kaohe_collector::serve::prepare(&config).await.expect("prepare");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let c = config.clone();
+    tokio::spawn(async move {
+        let _ = kaohe_collector::serve::serve(c, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let ca_pem = std::fs::read(dir.join("tls/ca.pem")).expect("ca");
+    let url = config.public_url();
+    let client = kaohe_agent::delivery::client(&ca_pem, None).expect("client");
+    for _ in 0..100 {
+        if client.get(format!("{url}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Running {
+        url,
+        ca_pem,
+        store,
+        stop: Some(tx),
+        dir,
+    }
 }
