@@ -11,15 +11,15 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use kaohe_rubric::evidence::{HowSeen, Report};
 
+use crate::lab::sys::{describe, in_netns, ip_batch, kill_pids, run, run_parallel};
 use crate::lab::{self, Lab, LabError, Options};
 
 /// Where the benchmarks keep their configs, reports and logs (root-only tmpfs).
@@ -47,110 +47,6 @@ fn io_err(context: impl fmt::Display) -> impl FnOnce(std::io::Error) -> BenchErr
     move |e| BenchError(format!("{context}: {e}"))
 }
 
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// Runs a command to completion; a non-zero exit is an error with its stderr.
-fn run(cmd: &mut Command) -> Result<std::process::Output, BenchError> {
-    let what = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io_err(format_args!("running {what}")))?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(BenchError(format!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-/// `ip [-n NS] -batch -` with these lines.
-fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), BenchError> {
-    let child = spawn_ip_batch(netns, lines)?;
-    finish(child)
-}
-
-fn spawn_ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(Child, String), BenchError> {
-    let mut cmd = Command::new("ip");
-    if let Some(ns) = netns {
-        cmd.args(["-n", ns]);
-    }
-    cmd.args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let what = format!("{} <<{} lines>>", describe(&cmd), lines.len());
-    let mut child = cmd.spawn().map_err(io_err(format_args!("running {what}")))?;
-    let mut text = lines.join("\n");
-    text.push('\n');
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(io_err(format_args!("feeding {what}")))?;
-    }
-    Ok((child, what))
-}
-
-fn finish((child, what): (Child, String)) -> Result<(), BenchError> {
-    let out = child
-        .wait_with_output()
-        .map_err(io_err(format_args!("waiting for {what}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError(format!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-/// Runs the commands all at once; the first failure is returned after all ended.
-fn run_parallel(cmds: Vec<Command>) -> Result<(), BenchError> {
-    let mut running = Vec::new();
-    for mut cmd in cmds {
-        let what = describe(&cmd);
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io_err(format_args!("running {what}")))?;
-        running.push((child, what));
-    }
-    let mut first = None;
-    for r in running {
-        if let Err(e) = finish(r) {
-            first.get_or_insert(e);
-        }
-    }
-    first.map_or(Ok(()), Err)
-}
-
-fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
-    cmd
-}
-
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-    })
-}
-
 /// Sends a signal to processes by id (with the `kill` command: no libc here).
 fn signal(pids: &[u32], sig: &str) {
     if pids.is_empty() {
@@ -161,17 +57,6 @@ fn signal(pids: &[u32], sig: &str) {
         .args(pids.iter().map(u32::to_string))
         .stderr(Stdio::null())
         .status();
-}
-
-/// TERM, then KILL what is left after `grace`.
-fn kill_pids(pids: &[u32], grace: Duration) {
-    let live: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
-    signal(&live, "TERM");
-    if !lab::wait_until(grace, || live.iter().all(|&p| !alive(p))) {
-        let left: Vec<u32> = live.iter().copied().filter(|&p| alive(p)).collect();
-        signal(&left, "KILL");
-        lab::wait_until(grace, || left.iter().all(|&p| !alive(p)));
-    }
 }
 
 /// The namespaces whose names start with `PREFIX-`.
@@ -297,19 +182,7 @@ impl SweepLan {
         };
         batches.push((lan.scanner_ns.clone(), host_lines(lan.scanner_ip)));
         batches.extend(lan.hosts.iter().map(|(ns, ip)| (ns.clone(), host_lines(*ip))));
-        let mut running = Vec::new();
-        for (ns, lines) in &batches {
-            running.push(spawn_ip_batch(Some(ns), lines)?);
-        }
-        let mut first = None;
-        for r in running {
-            if let Err(e) = finish(r) {
-                first.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first {
-            return Err(e);
-        }
+        lab::sys::ip_batches_parallel(&batches)?;
         let mut lan = lan;
         lan.setup = started.elapsed();
         Ok(lan)

@@ -16,7 +16,7 @@ pub mod generate;
 pub mod helper;
 pub mod model;
 pub mod net;
-mod sys;
+pub mod sys;
 
 use std::fmt;
 use std::fs;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::LabError;
 
-fn describe(cmd: &Command) -> String {
+/// A command as a shell would show it.
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
