@@ -395,6 +395,17 @@ async fn daily_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The credential and a client trusting the collector's CA, from the state directory.
+fn connect(dir: &std::path::Path, pin: Option<&str>) -> Result<(reqwest::Client, String), String> {
+    let (Ok(credential), Ok(ca)) = (
+        std::fs::read_to_string(dir.join(CREDENTIAL_FILE)),
+        std::fs::read(dir.join(CA_FILE)),
+    ) else {
+        return Err("尚未注册: 缺少凭据或采集中心证书, 请运行 kaohe-agent enroll (not enrolled yet)".into());
+    };
+    Ok((delivery::client(&ca, pin)?, credential.trim().to_string()))
+}
+
 async fn upload_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let Some(collector) = s.config.collector.clone() else {
         tracing::warn!("未配置采集中心: 报告只保存在本地队列 (no collector configured; reports stay in the spool)");
@@ -402,38 +413,37 @@ async fn upload_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     };
     let dir: PathBuf = s.config.state_dir.clone();
     let mut backoff = Backoff::default();
+    // Built once and kept while delivery works (connections are reused); after a failure it
+    // is built again from the files, so a re-enrolment is picked up.
+    let mut connection: Option<(reqwest::Client, String)> = None;
     loop {
-        let credential = std::fs::read_to_string(dir.join(CREDENTIAL_FILE)).map(|c| c.trim().to_string());
-        let ca = std::fs::read(dir.join(CA_FILE));
-        let wait = match (credential, ca) {
-            (Ok(cred), Ok(ca)) => match delivery::client(&ca, collector.ca_fingerprint.as_deref()) {
-                Ok(client) => match tokio::select! {
-                    r = delivery::drain(&s.spool, &client, &collector.url, &cred) => r,
-                    // Stop at once: what was not acknowledged stays in the spool.
-                    _ = shutdown.changed() => return,
-                } {
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::info!(delivered = n, "reports delivered");
-                        }
-                        backoff.reset();
-                        None
+        if connection.is_none() {
+            match connect(&dir, collector.ca_fingerprint.as_deref()) {
+                Ok(c) => connection = Some(c),
+                Err(e) => tracing::warn!(error = %e, "cannot deliver yet"),
+            }
+        }
+        let wait = match &connection {
+            None => Some(backoff.next_wait()),
+            Some((client, credential)) => match tokio::select! {
+                r = delivery::drain(&s.spool, client, &collector.url, credential) => r,
+                // Stop at once: what was not acknowledged stays in the spool.
+                _ = shutdown.changed() => return,
+            } {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(delivered = n, "reports delivered");
                     }
-                    Err((n, why)) => {
-                        let w = backoff.next_wait();
-                        tracing::warn!(delivered = n, reason = %why, retry_in_ms = w.as_millis() as u64, "delivery paused");
-                        Some(w)
-                    }
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot trust the collector");
-                    Some(backoff.next_wait())
+                    backoff.reset();
+                    None
+                }
+                Err((n, why)) => {
+                    let w = backoff.next_wait();
+                    tracing::warn!(delivered = n, reason = %why, retry_in_ms = w.as_millis() as u64, "delivery paused");
+                    connection = None;
+                    Some(w)
                 }
             },
-            _ => {
-                tracing::warn!("尚未注册: 缺少凭据或采集中心证书, 请运行 kaohe-agent enroll (not enrolled yet)");
-                Some(backoff.next_wait())
-            }
         };
         tokio::select! {
             _ = shutdown.changed() => return,

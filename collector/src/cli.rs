@@ -509,11 +509,11 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                 period: args.period,
                 as_of: Some(args.as_of.unwrap_or(now)),
             };
-            let sheet = offline::score_files(&req)?;
+            let rubric = offline::load_rubric(args.rubric.as_deref())?;
+            let sheet = offline::score_files_with(&req, &rubric)?;
             if args.json {
                 write_json(out, &sheet);
             } else {
-                let rubric = offline::load_rubric(args.rubric.as_deref())?;
                 let _ = out.write_all(render::sheet_text(&sheet, &rubric).as_bytes());
             }
         }

@@ -197,7 +197,11 @@ fn evidence_span(reports: &[Report]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
 
 /// Loads everything a request names and scores it.
 pub fn score_files(req: &ScoreRequest) -> Result<Sheet, InputError> {
-    let rubric = load_rubric(req.rubric.as_deref())?;
+    score_files_with(req, &load_rubric(req.rubric.as_deref())?)
+}
+
+/// As [`score_files`], with the rubric already loaded (`req.rubric` is not read).
+pub fn score_files_with(req: &ScoreRequest, rubric: &Rubric) -> Result<Sheet, InputError> {
     let registry = Registry::from_csv(&read(&req.registry)?, &req.registry.display().to_string())?;
     let reports = load_reports(&req.evidence)?;
     let profile = match &req.unit {
@@ -227,7 +231,7 @@ pub fn score_files(req: &ScoreRequest) -> Result<Sheet, InputError> {
         }
     };
     Ok(score(&ScoreInput {
-        rubric: &rubric,
+        rubric,
         profile: &profile,
         registry: &registry,
         reports: &reports,

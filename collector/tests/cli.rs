@@ -15,6 +15,13 @@ fn collector(args: &[&str]) -> Output {
         .expect("runs")
 }
 
+/// The collector with its data directory in `data`.
+fn collector_in(data: &str, args: &[&str]) -> Output {
+    let mut a = args.to_vec();
+    a.extend(["--data-dir", data]);
+    collector(&a)
+}
+
 fn stdout_json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
@@ -163,9 +170,7 @@ fn registry_import_is_all_or_nothing_and_export_round_trips_then_the_unit_scores
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.to_str().expect("utf8");
     let ok = |args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--data-dir", data]);
-        let out = collector(&a);
+        let out = collector_in(data, args);
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -183,15 +188,16 @@ fn registry_import_is_all_or_nothing_and_export_round_trips_then_the_unit_scores
         "deploy/example/registry.csv",
     ]);
     // A file with a bad row changes nothing.
-    let out = collector(&[
-        "registry",
-        "import",
-        "--unit",
-        "lab/case",
-        "tests/cases/registry-bad-row/registry.csv",
-        "--data-dir",
+    let out = collector_in(
         data,
-    ]);
+        &[
+            "registry",
+            "import",
+            "--unit",
+            "lab/case",
+            "tests/cases/registry-bad-row/registry.csv",
+        ],
+    );
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("第 9 行"));
     let exported = ok(&["registry", "export", "--unit", "lab/case"]);
@@ -264,11 +270,7 @@ fn an_excel_registry_imports_like_csv_and_a_bad_row_is_named_by_its_sheet_row() 
     let dir = std::env::temp_dir().join(format!("kaohe-cli-xlsx-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.to_str().expect("utf8");
-    let run = |args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--data-dir", data]);
-        collector(&a)
-    };
+    let run = |args: &[&str]| collector_in(data, args);
     assert!(run(&["unit", "add", "u", "--name", "测试"]).status.success());
     let out = run(&[
         "registry",

@@ -72,6 +72,16 @@ impl Outcome {
         });
     }
 
+    /// No evidence because the private network was never probed (三.2, 三.5).
+    fn no_reachability(points: f64) -> Outcome {
+        Outcome::no_evidence(
+            points,
+            "专网连通性探测",
+            "private-network reachability probing",
+            "reachability",
+        )
+    }
+
     /// The whole automatic part is lost because a check produced no evidence.
     fn no_evidence(points: f64, check_zh: &str, check_en: &str, what: &str) -> Outcome {
         let mut o = Outcome::default();

@@ -22,12 +22,7 @@ type Down = (DateTime<Utc>, DateTime<Utc>);
 
 pub(super) fn score(ctx: &Ctx<'_>, rule: &OutageResponseRule, max: f64) -> Outcome {
     if !ctx.ran(|c| c.reachability) {
-        return Outcome::no_evidence(
-            max,
-            "专网连通性探测",
-            "private-network reachability probing",
-            "reachability",
-        );
+        return Outcome::no_reachability(max);
     }
     let samples: Vec<_> = ctx.reports.iter().flat_map(|r| r.probes.samples.iter()).collect();
     let upstream: BTreeSet<&str> = samples

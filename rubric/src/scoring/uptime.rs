@@ -90,12 +90,7 @@ impl Spans {
 
 pub(super) fn score(ctx: &Ctx<'_>, rule: &UptimeRule, max: f64) -> Outcome {
     if !ctx.ran(|c| c.reachability) {
-        return Outcome::no_evidence(
-            max,
-            "专网连通性探测",
-            "private-network reachability probing",
-            "reachability",
-        );
+        return Outcome::no_reachability(max);
     }
     // Per target: (time, ok, the longest time the sample may stand for).
     let mut per_target: BTreeMap<&str, Vec<Held>> = BTreeMap::new();
