@@ -283,7 +283,7 @@ def main():
          reasons={k: "no evidence" for k in ["二.1", "二.2", "三.2", "三.3", "三.4", "三.5"]})
 
     def unregistered(s):
-        s.extra_seen.append(("10.1.0.99", "02:6b:68:01:00:63", "TP-LINK"))
+        s.extra_seen.append(("10.1.0.99", "f4:f2:6d:01:00:63", "TP-LINK TECHNOLOGIES CO.,LTD."))
     # 6 devices seen, 5 registered and complete: 3 × 5/6 = 2.5
     case("rule-registry-unregistered-device", "二.1: one live device is not registered",
          with_(二_1=2.5), unregistered, reasons={"二.1": "not in the registry"})
@@ -383,7 +383,7 @@ def main():
 
     # ---- the shipped example unit: one week with a few realistic faults ----
     ex = Scenario("ningxia/example/demo-station", date(2026, 11, 16), 7)
-    ex.extra_seen.append(("10.1.0.99", "02:6b:68:01:00:63", "TP-LINK"))
+    ex.extra_seen.append(("10.1.0.99", "f4:f2:6d:01:00:63", "TP-LINK TECHNOLOGIES CO.,LTD."))
     ex.upstream_down = [(local(2026, 11, 18, 13), local(2026, 11, 18, 19))]
     ex.no_daily.add(date(2026, 11, 21))
     ex.breach_rounds |= {local(2026, 11, 20, 15, 30), local(2026, 11, 20, 16, 30)}
