@@ -76,6 +76,69 @@ CREATE TABLE registry_entries (
 );
 "#,
     ),
+    (
+        3,
+        "roll-ups, users, sessions, manual entries, audit log, alerts",
+        r#"
+CREATE TABLE rollups (
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    day TEXT NOT NULL,
+    reports BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (unit_id, day)
+);
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    unit_id TEXT REFERENCES units(id),
+    display_name TEXT,
+    created_at BIGINT NOT NULL,
+    disabled_at BIGINT
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL REFERENCES users(name),
+    csrf_token TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE manual_entries (
+    id TEXT PRIMARY KEY,
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    period TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    score DOUBLE PRECISION,
+    reviewer TEXT NOT NULL,
+    note TEXT NOT NULL,
+    expires_at BIGINT,
+    created_at BIGINT NOT NULL,
+    withdrawn_at BIGINT
+);
+CREATE INDEX manual_entries_unit ON manual_entries (unit_id, period);
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    unit_id TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_at ON audit_log (at);
+CREATE TABLE alerts (
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    first_seen BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    detail TEXT NOT NULL,
+    notified_at BIGINT,
+    PRIMARY KEY (unit_id, key)
+)
+"#,
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
