@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kaohe_collector::offline::{PeriodChoice, ScoreRequest, score_files};
+use kaohe_collector::offline::{PeriodChoice, ScoreRequest, load_inputs, score_files};
+use kaohe_rubric::ScoreInput;
 use kaohe_rubric::scoring::{Sheet, Status};
 use serde::Deserialize;
 
@@ -85,6 +86,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
             return Err(format!("{id}: no deduction says {words:?}: {:#?}", item.deductions));
         }
     }
+    check_rollups_score_the_same(&req, &sheet)?;
     let snapshot = serde_json::to_string_pretty(&sheet).map_err(|e| e.to_string())? + "\n";
     let path = dir.join("expected.json");
     if std::env::var_os("KAOHE_UPDATE_EXPECT").is_some() {
@@ -105,6 +107,40 @@ fn run_case(dir: &Path) -> Result<(), String> {
             want.lines().nth(line).unwrap_or(""),
             snapshot.lines().nth(line).unwrap_or("")
         ));
+    }
+    Ok(())
+}
+
+/// Scoring the daily roll-ups (merged in reverse, as a late delivery would) gives the
+/// same sheet as scoring the raw reports: what the collector relies on.
+fn check_rollups_score_the_same(req: &ScoreRequest, raw: &Sheet) -> Result<(), String> {
+    let rubric = kaohe_rubric::Rubric::default_rubric();
+    let inputs = load_inputs(req, &rubric).map_err(|e| e.to_string())?;
+    let mut reversed = inputs.reports.clone();
+    reversed.reverse();
+    for order in [inputs.reports.clone(), reversed] {
+        let digests = kaohe_rubric::rollup::digests(&order, inputs.tz);
+        let rolled = kaohe_rubric::score(&ScoreInput {
+            rubric: &rubric,
+            profile: &inputs.profile,
+            registry: &inputs.registry,
+            reports: &digests,
+            period: inputs.period,
+            as_of: req.as_of,
+        });
+        let a = serde_json::to_string_pretty(raw).map_err(|e| e.to_string())?;
+        let b = serde_json::to_string_pretty(&rolled).map_err(|e| e.to_string())?;
+        if a != b {
+            let line = a.lines().zip(b.lines()).position(|(x, y)| x != y).unwrap_or(0);
+            return Err(format!(
+                "scoring the roll-ups of {} reports ({} digests) differs at line {}:\n  raw:    {}\n  rolled: {}",
+                inputs.reports.len(),
+                digests.len(),
+                line + 1,
+                a.lines().nth(line).unwrap_or(""),
+                b.lines().nth(line).unwrap_or("")
+            ));
+        }
     }
     Ok(())
 }

@@ -122,6 +122,7 @@ impl Prober {
             ok: result.is_ok(),
             rtt_ms: result.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
             error: result.err(),
+            run: None,
         }
     }
 
@@ -234,6 +235,7 @@ mod tests {
             ok,
             rtt_ms: None,
             error: None,
+            run: None,
         }
     }
 

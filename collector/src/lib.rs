@@ -1,6 +1,7 @@
 //! kaohe-collector: runs at the provincial IT centre. It enrols agents, ingests their
 //! reports over TLS into SQLite or PostgreSQL, and scores units (offline from files, too).
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod ingest;
@@ -12,4 +13,5 @@ pub mod scores;
 pub mod serve;
 pub mod store;
 pub mod tls;
+pub mod view;
 pub mod xlsx;

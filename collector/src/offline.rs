@@ -202,6 +202,30 @@ pub fn score_files(req: &ScoreRequest) -> Result<Sheet, InputError> {
 
 /// As [`score_files`], with the rubric already loaded (`req.rubric` is not read).
 pub fn score_files_with(req: &ScoreRequest, rubric: &Rubric) -> Result<Sheet, InputError> {
+    let inputs = load_inputs(req, rubric)?;
+    Ok(score(&ScoreInput {
+        rubric,
+        profile: &inputs.profile,
+        registry: &inputs.registry,
+        reports: &inputs.reports,
+        period: inputs.period,
+        as_of: req.as_of,
+    }))
+}
+
+/// What a request names, loaded and checked.
+#[derive(Debug)]
+pub struct Inputs {
+    pub registry: Registry,
+    pub profile: UnitProfile,
+    pub reports: Vec<Report>,
+    pub period: Period,
+    /// The unit's time zone (profile, else the rubric's).
+    pub tz: chrono_tz::Tz,
+}
+
+/// Loads the registry, profile and reports a request names and settles the period.
+pub fn load_inputs(req: &ScoreRequest, rubric: &Rubric) -> Result<Inputs, InputError> {
     let registry = Registry::from_csv(&read(&req.registry)?, &req.registry.display().to_string())?;
     let reports = load_reports(&req.evidence)?;
     let profile = match &req.unit {
@@ -230,14 +254,13 @@ pub fn score_files_with(req: &ScoreRequest, rubric: &Rubric) -> Result<Sheet, In
             Period::covering(a, b, tz)
         }
     };
-    Ok(score(&ScoreInput {
-        rubric,
-        profile: &profile,
-        registry: &registry,
-        reports: &reports,
+    Ok(Inputs {
+        registry,
+        profile,
+        reports,
         period,
-        as_of: req.as_of,
-    }))
+        tz,
+    })
 }
 
 /// A registry as CSV with the Chinese header, the format `Registry::from_csv` reads.

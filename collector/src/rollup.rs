@@ -23,6 +23,19 @@ pub fn profile_of(unit: &Unit) -> UnitProfile {
     }
 }
 
+/// What scoring `start..end` of a unit reads: the digests of the window's days and the
+/// raw reports of the hour after it.
+pub async fn digests(
+    store: &Store,
+    rubric: &Rubric,
+    unit_id: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<kaohe_rubric::Report>, StoreError> {
+    let reports = store.reports(unit_id, start, end + chrono::Duration::hours(1)).await?;
+    Ok(kaohe_rubric::rollup::digests(&reports, rubric.timezone))
+}
+
 /// Scores one unit's automatic items for `period` as of `now`.
 pub async fn score_unit(
     store: &Store,

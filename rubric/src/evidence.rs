@@ -54,6 +54,9 @@ pub struct Report {
     /// report cannot hide a drop.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub spool_dropped: u64,
+    /// Set only in the collector's daily roll-ups: how many reports this digest merges.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rollup_of: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -167,12 +170,38 @@ pub struct ProbeSample {
     pub rtt_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set only in the collector's daily roll-ups: this entry stands for a run of
+    /// consecutive samples of the target with the same result, from `at` to `run.last`.
+    /// Agents send single samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<SampleRun>,
+}
+
+/// A run of consecutive samples with the same result (roll-ups only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleRun {
+    /// The time of the run's last sample.
+    pub last: DateTime<Utc>,
+    /// How many samples the run holds (at least 2).
+    pub count: u32,
+    /// The probe interval of the reports the samples came from, seconds.
+    pub interval_secs: u32,
 }
 
 impl ProbeSample {
     /// The host part of the target (no port, no URL scheme or path).
     pub fn host(&self) -> &str {
         target_host(&self.target)
+    }
+
+    /// The time of the last sample this entry stands for.
+    pub fn last_at(&self) -> DateTime<Utc> {
+        self.run.map_or(self.at, |r| r.last)
+    }
+
+    /// How many samples this entry stands for.
+    pub fn count(&self) -> u64 {
+        self.run.map_or(1, |r| u64::from(r.count))
     }
 }
 
@@ -491,6 +520,7 @@ impl Report {
             leaks: Vec::new(),
             problems: Vec::new(),
             spool_dropped: 0,
+            rollup_of: 0,
         }
     }
 }

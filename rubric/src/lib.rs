@@ -8,6 +8,7 @@ pub mod enrolment;
 pub mod evidence;
 pub mod period;
 pub mod registry;
+pub mod rollup;
 pub mod rubric;
 pub mod scoring;
 

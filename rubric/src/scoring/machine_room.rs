@@ -41,9 +41,9 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &MachineRoomRule) -> Outcome {
     let samples = ctx.reports.iter().flat_map(|r| r.probes.samples.iter());
     for s in samples.filter(|s| s.role == ProbeRole::Device && ctx.contains(s.at)) {
         if let Some(c) = counts.get_mut(s.host()) {
-            c.1 += 1;
+            c.1 += s.count();
             if s.ok {
-                c.0 += 1;
+                c.0 += s.count();
             }
         }
     }

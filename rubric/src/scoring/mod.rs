@@ -25,6 +25,7 @@ use crate::evidence::{CheckStatus, Checks, Report};
 use crate::period::{Period, days_in, local_midnight};
 use crate::registry::{Registry, UnitProfile};
 use crate::rubric::{Item, Rubric, Rule, Scoring};
+pub use uptime::daily_availability;
 pub use sheet::{Deduction, Evidence, ItemScore, Note, PeriodInfo, Sheet, Status, UnitRef};
 
 /// Reports created up to this long after the window's end still count for it (a batch
@@ -217,7 +218,7 @@ pub fn score(input: &ScoreInput<'_>) -> Sheet {
         auto_points: round2(auto_points),
         auto_max: round2(auto_max),
         pending_points: round2(pending_points),
-        reports: ctx.reports.len(),
+        reports: ctx.reports.iter().map(|r| r.rollup_of.max(1) as usize).sum(),
         items,
     }
 }

@@ -46,8 +46,8 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &OutageResponseRule, max: f64) -> Outco
         if end.is_none() {
             *end = samples
                 .iter()
-                .filter(|s| s.ok && s.target == *target && s.at > *start)
-                .map(|s| s.at)
+                .filter(|s| s.ok && s.target == *target && s.last_at() > *start)
+                .map(|s| s.at.max(*start))
                 .min();
         }
     }

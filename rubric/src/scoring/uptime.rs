@@ -6,21 +6,24 @@
 //! rule) upstream targets answer. Full points at availability ≥ `full_at`, none at
 //! ≤ `zero_at`, linear between.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
 
 use super::{Ctx, Evidence, Outcome, pct};
-use crate::evidence::ProbeRole;
-use crate::rubric::{UpstreamRule, UptimeRule};
+use crate::evidence::{ProbeRole, Report};
+use crate::period::{days_in, local_midnight};
+use crate::rubric::{Rubric, Rule, UpstreamRule, UptimeRule};
 
 /// How many of the longest down spans a deduction lists.
 const MAX_DOWNTIME_EVIDENCE: usize = 10;
 
 type Span = (DateTime<Utc>, DateTime<Utc>);
 
-/// A sample's time, whether it answered, and the longest time it may stand for.
-type Held = (DateTime<Utc>, bool, Duration);
+/// A sample's (or run's) first and last time, whether it answered, and the longest time
+/// its last sample may stand for.
+type Held = (DateTime<Utc>, DateTime<Utc>, bool, Duration);
 
 /// Sorted, disjoint, non-empty spans.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -88,25 +91,110 @@ impl Spans {
     }
 }
 
-pub(super) fn score(ctx: &Ctx<'_>, rule: &UptimeRule, max: f64) -> Outcome {
-    if !ctx.ran(|c| c.reachability) {
-        return Outcome::no_reachability(max);
-    }
+/// When the private network was up in `start..end`, by the rule's upstream policy;
+/// `None` when no upstream target was probed in the window.
+pub(super) fn upstream_up(
+    reports: &[&Report],
+    rule: &UptimeRule,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<Spans> {
     // Per target: (time, ok, the longest time the sample may stand for).
     let mut per_target: BTreeMap<&str, Vec<Held>> = BTreeMap::new();
-    for r in &ctx.reports {
-        let hold =
-            Duration::milliseconds((f64::from(r.probes.interval_secs.max(1)) * rule.sample_tolerance * 1000.0) as i64);
+    for r in reports {
         for s in r.probes.samples.iter().filter(|s| s.role == ProbeRole::Upstream) {
-            if ctx.contains(s.at) {
+            let interval = s.run.map_or(r.probes.interval_secs, |run| run.interval_secs);
+            let hold = Duration::milliseconds((f64::from(interval.max(1)) * rule.sample_tolerance * 1000.0) as i64);
+            // A run of a roll-up may begin before the window; it counts from the start.
+            if s.last_at() >= start && s.at < end {
                 per_target
                     .entry(s.target.as_str())
                     .or_default()
-                    .push((s.at, s.ok, hold));
+                    .push((s.at.max(start), s.last_at(), s.ok, hold));
             }
         }
     }
     if per_target.is_empty() {
+        return None;
+    }
+    let up_per_target: Vec<Spans> = per_target
+        .into_values()
+        .map(|mut samples| {
+            samples.sort_by_key(|s| s.0);
+            let mut spans = Vec::new();
+            for (i, (at, last, ok, hold)) in samples.iter().enumerate() {
+                if !ok {
+                    continue;
+                }
+                let mut until = (*last + *hold).min(end);
+                if let Some(next) = samples.get(i + 1) {
+                    until = until.min(next.0.max(*last));
+                }
+                spans.push((*at, until));
+            }
+            Spans::from_unsorted(spans)
+        })
+        .collect();
+    Some(match rule.upstream {
+        UpstreamRule::Any => Spans::union(&up_per_target),
+        UpstreamRule::All => up_per_target
+            .iter()
+            .skip(1)
+            .fold(up_per_target[0].clone(), |acc, s| acc.intersect(s)),
+    })
+}
+
+/// The private network's availability per local day of `start..end` (`None` for a day
+/// without any upstream probe), by the rubric's uptime rule: the uptime chart.
+pub fn daily_availability(
+    rubric: &Rubric,
+    reports: &[Report],
+    tz: Tz,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<(NaiveDate, Option<f64>)> {
+    let rule = rubric
+        .items()
+        .find_map(|(_, i)| match &i.rule {
+            Some(Rule::Uptime(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or(UptimeRule {
+            full_at: 0.99,
+            zero_at: 0.9,
+            upstream: UpstreamRule::Any,
+            sample_tolerance: 1.5,
+        });
+    let refs: Vec<&Report> = reports.iter().collect();
+    let up = upstream_up(&refs, &rule, start, end).unwrap_or_default();
+    let mut probed: BTreeSet<NaiveDate> = BTreeSet::new();
+    for s in reports.iter().flat_map(|r| r.probes.samples.iter()) {
+        if s.role == ProbeRole::Upstream && s.last_at() >= start && s.at < end {
+            probed.insert(s.at.max(start).with_timezone(&tz).date_naive());
+            probed.insert(s.last_at().min(end).with_timezone(&tz).date_naive());
+        }
+    }
+    days_in(start, end, tz)
+        .into_iter()
+        .map(|day| {
+            if !probed.contains(&day) {
+                return (day, None);
+            }
+            let a = local_midnight(day, tz).max(start);
+            let b = local_midnight(day + chrono::Days::new(1), tz).min(end);
+            let window = (b - a).num_seconds();
+            let day_spans = Spans(vec![(a, b)]);
+            let secs = up.intersect(&day_spans).total().num_seconds();
+            (day, (window > 0).then(|| secs as f64 / window as f64))
+        })
+        .collect()
+}
+
+pub(super) fn score(ctx: &Ctx<'_>, rule: &UptimeRule, max: f64) -> Outcome {
+    if !ctx.ran(|c| c.reachability) {
+        return Outcome::no_reachability(max);
+    }
+    let Some(up) = upstream_up(&ctx.reports, rule, ctx.start, ctx.end) else {
         let mut out = Outcome::default();
         out.deduct(
             max,
@@ -117,31 +205,6 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &UptimeRule, max: f64) -> Outcome {
             }],
         );
         return out;
-    }
-    let up_per_target: Vec<Spans> = per_target
-        .into_values()
-        .map(|mut samples| {
-            samples.sort_by_key(|s| s.0);
-            let mut spans = Vec::new();
-            for (i, (at, ok, hold)) in samples.iter().enumerate() {
-                if !ok {
-                    continue;
-                }
-                let mut until = (*at + *hold).min(ctx.end);
-                if let Some(next) = samples.get(i + 1) {
-                    until = until.min(next.0);
-                }
-                spans.push((*at, until));
-            }
-            Spans::from_unsorted(spans)
-        })
-        .collect();
-    let up = match rule.upstream {
-        UpstreamRule::Any => Spans::union(&up_per_target),
-        UpstreamRule::All => up_per_target
-            .iter()
-            .skip(1)
-            .fold(up_per_target[0].clone(), |acc, s| acc.intersect(s)),
     };
     let window = ctx.window_secs();
     let up_secs = up.total().num_seconds().min(window);
