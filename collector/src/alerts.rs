@@ -213,3 +213,47 @@ impl Store {
         Ok(())
     }
 }
+
+/// Pushes new alerts to `url` as they appear: every few seconds, up to 50 at a time, as
+/// `{"alerts": [Alert…]}`. A failed push is retried later (the alerts are given back).
+pub async fn webhook_loop(store: Store, url: String) {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook client could not be built; alerts are not pushed");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let alerts = match store.claim_unnotified_alerts(Utc::now(), 50).await {
+            Ok(a) if a.is_empty() => continue,
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "alerts for the webhook could not be read");
+                continue;
+            }
+        };
+        let body = serde_json::json!({ "alerts": alerts });
+        let sent = client.post(&url).json(&body).send().await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::info!(count = alerts.len(), "alerts pushed to the webhook");
+            }
+            other => {
+                let why = match other {
+                    Ok(resp) => format!("HTTP {}", resp.status()),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(error = %why, "webhook push failed; will retry");
+                if let Err(e) = store.unclaim_alerts(&alerts).await {
+                    tracing::error!(error = %e, "alerts could not be given back for retry");
+                }
+            }
+        }
+    }
+}

@@ -31,6 +31,20 @@ pub struct CollectorConfig {
     /// Reports one agent may send per minute before it gets 429. Default 600.
     #[serde(default = "default_rate")]
     pub agent_reports_per_minute: u32,
+    /// The rubric file to score by. Default: the embedded rubric (ningxia-2026).
+    #[serde(default)]
+    pub rubric: Option<PathBuf>,
+    /// Alerts (bridging hosts, isolation breaches) are POSTed as JSON to this URL when
+    /// first seen. Default: none.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// How long a dashboard login lasts without activity, hours. Default 12.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u32,
+}
+
+fn default_session_hours() -> u32 {
+    12
 }
 
 fn default_data_dir() -> PathBuf {
@@ -59,6 +73,9 @@ impl Default for CollectorConfig {
             tls_names: Vec::new(),
             max_body_kib: default_max_body_kib(),
             agent_reports_per_minute: default_rate(),
+            rubric: None,
+            webhook_url: None,
+            session_hours: default_session_hours(),
         }
     }
 }

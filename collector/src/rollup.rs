@@ -1,14 +1,25 @@
-//! Daily roll-ups: per unit and local day, one digest of every report of that day,
-//! updated at ingest, so that scoring a year reads 365 digests instead of every raw
-//! report.
+//! Daily roll-ups in the store: per unit, agent and local day, one digest of every
+//! report of that day (`kaohe_rubric::rollup`), merged at ingest in the report's
+//! transaction, so that scoring a year reads 365 digests per agent instead of every raw
+//! report. Scoring a window reads the digests of its days plus the raw reports of the
+//! hour after it (they still carry its last samples) — exactly what the raw reports
+//! would give (tested in `rubric/tests/rollup.rs`).
 
-use chrono::{DateTime, Utc};
-use kaohe_rubric::period::Period;
-use kaohe_rubric::registry::UnitProfile;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use kaohe_rubric::Report;
+use kaohe_rubric::period::{Period, local_midnight};
+use kaohe_rubric::registry::{Registry, UnitProfile};
+use kaohe_rubric::rollup::{digests as roll_up, empty_digest, merge, report_day};
 use kaohe_rubric::rubric::Rubric;
 use kaohe_rubric::scoring::{ScoreInput, Sheet, score};
+use sqlx::Row;
 
-use crate::store::{Store, StoreError, Unit};
+use crate::store::{Backend, Store, StoreError, Unit, millis};
+
+/// Reports made this long after a window still count for it (the engine's grace).
+const GRACE: Duration = Duration::hours(1);
 
 /// The profile scoring reads, from a stored unit.
 pub fn profile_of(unit: &Unit) -> UnitProfile {
@@ -23,17 +34,196 @@ pub fn profile_of(unit: &Unit) -> UnitProfile {
     }
 }
 
+/// The local days a window touches, first and last.
+fn day_range(start: DateTime<Utc>, end: DateTime<Utc>, tz: chrono_tz::Tz) -> (NaiveDate, NaiveDate) {
+    let first = start.with_timezone(&tz).date_naive();
+    let last = (end - Duration::nanoseconds(1))
+        .with_timezone(&tz)
+        .date_naive()
+        .max(first);
+    (first, last)
+}
+
+fn parse(body: &str, what: &str) -> Option<Report> {
+    match Report::from_json(body) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, what, "a stored report or roll-up no longer parses; skipped");
+            None
+        }
+    }
+}
+
+impl Store {
+    /// Merges a newly stored report into its agent-day digest, inside the ingest
+    /// transaction. On PostgreSQL the digest row is locked, so collectors sharing the
+    /// database merge one after the other. A report older than the digest (out of
+    /// order) rebuilds the day from its raw reports.
+    pub(crate) async fn merge_rollup(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        r: &Report,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tz = self.timezone();
+        let day = report_day(r, tz);
+        sqlx::query(
+            "INSERT INTO rollups (unit_id, day, agent_id, reports, body, updated_at) VALUES ($1, $2, $3, 0, '', $4) \
+             ON CONFLICT (unit_id, day, agent_id) DO NOTHING",
+        )
+        .bind(&r.unit_id)
+        .bind(day.to_string())
+        .bind(&r.agent_id)
+        .bind(millis(now))
+        .execute(&mut **tx)
+        .await?;
+        let lock = if self.backend() == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!("SELECT body FROM rollups WHERE unit_id = $1 AND day = $2 AND agent_id = $3{lock}");
+        let body: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&r.unit_id)
+            .bind(day.to_string())
+            .bind(&r.agent_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let mut digest = match parse(&body, "roll-up").filter(|_| !body.is_empty()) {
+            Some(d) => d,
+            None => empty_digest(r),
+        };
+        if !merge(&mut digest, r, tz) {
+            // Out of order: rebuild the day from its reports (this one included).
+            let from = local_midnight(day, tz);
+            let to = local_midnight(day + chrono::Days::new(1), tz);
+            let rows =
+                sqlx::query("SELECT body FROM reports WHERE agent_id = $1 AND created_at >= $2 AND created_at < $3")
+                    .bind(&r.agent_id)
+                    .bind(millis(from))
+                    .bind(millis(to))
+                    .fetch_all(&mut **tx)
+                    .await?;
+            let mut reports = Vec::with_capacity(rows.len());
+            for row in rows {
+                let b: String = row.try_get("body")?;
+                reports.extend(parse(&b, "report"));
+            }
+            let Some(rebuilt) = roll_up(&reports, tz).into_iter().next() else {
+                return Ok(());
+            };
+            digest = rebuilt;
+        }
+        let body = serde_json::to_string(&digest).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query("UPDATE rollups SET reports = $1, body = $2, updated_at = $3 WHERE unit_id = $4 AND day = $5 AND agent_id = $6")
+            .bind(i64::try_from(digest.rollup_of).unwrap_or(i64::MAX))
+            .bind(body)
+            .bind(millis(now))
+            .bind(&r.unit_id)
+            .bind(day.to_string())
+            .bind(&r.agent_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Rebuilds every roll-up from the raw reports (after an upgrade that adds them, or
+    /// to repair). Returns how many digests were written.
+    pub async fn rebuild_rollups(&self) -> Result<usize, StoreError> {
+        let tz = self.timezone();
+        let agents: Vec<String> = sqlx::query_scalar("SELECT DISTINCT agent_id FROM reports")
+            .fetch_all(self.pool())
+            .await?;
+        let mut written = 0;
+        for agent in agents {
+            let rows = sqlx::query("SELECT body FROM reports WHERE agent_id = $1")
+                .bind(&agent)
+                .fetch_all(self.pool())
+                .await?;
+            let mut reports = Vec::with_capacity(rows.len());
+            for row in rows {
+                let b: String = row.try_get("body")?;
+                reports.extend(parse(&b, "report"));
+            }
+            let mut tx = self.pool().begin().await?;
+            sqlx::query("DELETE FROM rollups WHERE agent_id = $1")
+                .bind(&agent)
+                .execute(&mut *tx)
+                .await?;
+            for d in roll_up(&reports, tz) {
+                let body = serde_json::to_string(&d).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO rollups (unit_id, day, agent_id, reports, body, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&d.unit_id)
+                .bind(report_day(&d, tz).to_string())
+                .bind(&d.agent_id)
+                .bind(i64::try_from(d.rollup_of).unwrap_or(i64::MAX))
+                .bind(body)
+                .bind(millis(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+                written += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(written)
+    }
+
+    /// The evidence for scoring `units` over `start..end`: per unit, the digests of the
+    /// window's days and the raw reports of the hour after it. One query each.
+    async fn window_evidence(
+        &self,
+        units: Option<&str>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<HashMap<String, Vec<Report>>, StoreError> {
+        let tz = self.timezone();
+        let (first, last) = day_range(start, end, tz);
+        let mut out: HashMap<String, Vec<Report>> = HashMap::new();
+        let (digest_sql, tail_sql) = match units {
+            Some(_) => (
+                "SELECT unit_id, body FROM rollups WHERE day >= $1 AND day <= $2 AND reports > 0 AND unit_id = $3",
+                "SELECT unit_id, body FROM reports WHERE created_at >= $1 AND created_at < $2 AND unit_id = $3",
+            ),
+            None => (
+                "SELECT unit_id, body FROM rollups WHERE day >= $1 AND day <= $2 AND reports > 0",
+                "SELECT unit_id, body FROM reports WHERE created_at >= $1 AND created_at < $2",
+            ),
+        };
+        let mut q = sqlx::query(digest_sql).bind(first.to_string()).bind(last.to_string());
+        if let Some(u) = units {
+            q = q.bind(u);
+        }
+        for row in q.fetch_all(self.pool()).await? {
+            let unit: String = row.try_get("unit_id")?;
+            let body: String = row.try_get("body")?;
+            out.entry(unit).or_default().extend(parse(&body, "roll-up"));
+        }
+        let mut q = sqlx::query(tail_sql).bind(millis(end)).bind(millis(end + GRACE));
+        if let Some(u) = units {
+            q = q.bind(u);
+        }
+        for row in q.fetch_all(self.pool()).await? {
+            let unit: String = row.try_get("unit_id")?;
+            let body: String = row.try_get("body")?;
+            out.entry(unit).or_default().extend(parse(&body, "report"));
+        }
+        Ok(out)
+    }
+}
+
 /// What scoring `start..end` of a unit reads: the digests of the window's days and the
 /// raw reports of the hour after it.
 pub async fn digests(
     store: &Store,
-    rubric: &Rubric,
+    _rubric: &Rubric,
     unit_id: &str,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> Result<Vec<kaohe_rubric::Report>, StoreError> {
-    let reports = store.reports(unit_id, start, end + chrono::Duration::hours(1)).await?;
-    Ok(kaohe_rubric::rollup::digests(&reports, rubric.timezone))
+) -> Result<Vec<Report>, StoreError> {
+    let mut by_unit = store.window_evidence(Some(unit_id), start, end).await?;
+    Ok(by_unit.remove(unit_id).unwrap_or_default())
 }
 
 /// Scores one unit's automatic items for `period` as of `now`.
@@ -48,11 +238,21 @@ pub async fn score_unit(
         .unit(unit_id)
         .await?
         .ok_or_else(|| StoreError::Invalid(format!("单位 {unit_id} 不存在 (no such unit)")))?;
-    let mut v = score_units(store, rubric, std::slice::from_ref(&unit), period, now).await?;
-    Ok(v.remove(0))
+    let (start, end) = period.bounds(store.timezone());
+    let evidence = digests(store, rubric, unit_id, start, end.min(now).max(start)).await?;
+    let registry = store.registry(unit_id).await?;
+    Ok(score(&ScoreInput {
+        rubric,
+        profile: &profile_of(&unit),
+        registry: &registry,
+        reports: &evidence,
+        period,
+        as_of: Some(now),
+    }))
 }
 
-/// Scores each of `units`, in order.
+/// Scores each of `units`, in order: three queries for all of them, then the engine on
+/// every core.
 pub async fn score_units(
     store: &Store,
     rubric: &Rubric,
@@ -60,20 +260,45 @@ pub async fn score_units(
     period: Period,
     now: DateTime<Utc>,
 ) -> Result<Vec<Sheet>, StoreError> {
-    let (start, end) = period.bounds(rubric.timezone);
-    let mut out = Vec::with_capacity(units.len());
-    for unit in units {
-        let profile = profile_of(unit);
-        let registry = store.registry(&unit.id).await?;
-        let reports = store.reports(&unit.id, start, end + chrono::Duration::hours(1)).await?;
-        out.push(score(&ScoreInput {
-            rubric,
-            profile: &profile,
-            registry: &registry,
-            reports: &reports,
-            period,
-            as_of: Some(now),
-        }));
-    }
-    Ok(out)
+    let (start, end) = period.bounds(store.timezone());
+    let mut evidence = store.window_evidence(None, start, end.min(now).max(start)).await?;
+    let mut registries = store.registries().await?;
+    let inputs: Vec<(UnitProfile, Registry, Vec<Report>)> = units
+        .iter()
+        .map(|u| {
+            (
+                profile_of(u),
+                registries.remove(&u.id).unwrap_or_default(),
+                evidence.remove(&u.id).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let chunk = inputs.len().div_ceil(threads).max(1);
+    let sheets = std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(profile, registry, reports)| {
+                            score(&ScoreInput {
+                                rubric,
+                                profile,
+                                registry,
+                                reports,
+                                period,
+                                as_of: Some(now),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    Ok(sheets)
 }

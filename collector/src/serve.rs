@@ -30,7 +30,11 @@ pub async fn prepare(config: &CollectorConfig) -> Result<(Store, String), String
         ),
         tls::Made::Nothing => {}
     }
-    let store = Store::open(&config.database_url()).await.map_err(|e| e.to_string())?;
+    let rubric = crate::offline::load_rubric(config.rubric.as_deref()).map_err(|e| e.to_string())?;
+    let store = Store::open(&config.database_url())
+        .await
+        .map_err(|e| e.to_string())?
+        .with_timezone(rubric.timezone);
     Ok((store, fingerprint))
 }
 
@@ -46,6 +50,9 @@ pub async fn serve(
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_chain_file(&files.chain, &files.key)
         .await
         .map_err(|e| format!("无法加载证书 (cannot load the certificate): {e}"))?;
+    if let Some(url) = config.webhook_url.clone() {
+        tokio::spawn(crate::alerts::webhook_loop(store.clone(), url));
+    }
     let state = Arc::new(AppState::new(store, ca_pem, config.agent_reports_per_minute));
     let app = router(state, config.max_body_kib * 1024);
     let handle = axum_server::Handle::new();

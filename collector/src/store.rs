@@ -83,10 +83,11 @@ CREATE TABLE registry_entries (
 CREATE TABLE rollups (
     unit_id TEXT NOT NULL REFERENCES units(id),
     day TEXT NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
     reports BIGINT NOT NULL,
     body TEXT NOT NULL,
     updated_at BIGINT NOT NULL,
-    PRIMARY KEY (unit_id, day)
+    PRIMARY KEY (unit_id, day, agent_id)
 );
 CREATE TABLE users (
     name TEXT PRIMARY KEY,
@@ -172,6 +173,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The time zone whose calendar days the roll-ups follow (the rubric's).
+    tz: chrono_tz::Tz,
 }
 
 /// A unit of the hierarchy: province → city → county bureau → township station, plus
@@ -246,6 +249,28 @@ fn agent_from(row: &AnyRow) -> Result<Agent, sqlx::Error> {
     })
 }
 
+fn registry_entry_from(row: &AnyRow) -> Result<RegistryEntry, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    let ip: Option<String> = row.try_get("ip")?;
+    let line: i64 = row.try_get("line")?;
+    let room: i64 = row.try_get("machine_room")?;
+    Ok(RegistryEntry {
+        line: usize::try_from(line).unwrap_or(0),
+        kind: match kind.as_str() {
+            "app" => EntryKind::App,
+            "portal" => EntryKind::Portal,
+            _ => EntryKind::Device,
+        },
+        name: row.try_get("name")?,
+        ip: ip.and_then(|i| i.parse().ok()),
+        mac: row.try_get("mac")?,
+        user: row.try_get("user_name")?,
+        location: row.try_get("location")?,
+        machine_room: room != 0,
+        url: row.try_get("url")?,
+    })
+}
+
 impl Store {
     /// Opens (creating, for SQLite) the database at `url` and applies pending migrations.
     /// `sqlite://PATH` or `postgres://…`.
@@ -279,9 +304,23 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            tz: kaohe_rubric::Rubric::default_rubric().timezone,
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Sets the time zone of the roll-ups' days (the rubric's; default Asia/Shanghai).
+    pub fn with_timezone(mut self, tz: chrono_tz::Tz) -> Store {
+        self.tz = tz;
+        self
+    }
+
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.tz
     }
 
     pub fn backend(&self) -> Backend {
@@ -298,6 +337,7 @@ impl Store {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
             .execute(&self.pool)
             .await?;
+        let mut applied = Vec::new();
         for (version, name, sql) in MIGRATIONS {
             let mut tx = self.pool.begin().await?;
             if self.backend == Backend::Postgres {
@@ -331,6 +371,14 @@ impl Store {
                 .await?;
             tx.commit().await?;
             tracing::info!(version, name, "database migration applied");
+            applied.push(*version);
+        }
+        if applied.contains(&3) {
+            // Roll-ups came with migration 3: build them for the reports already stored.
+            let n = self.rebuild_rollups().await?;
+            if n > 0 {
+                tracing::info!(digests = n, "daily roll-ups built for the stored reports");
+            }
         }
         Ok(())
     }
@@ -468,7 +516,8 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Stores a report unless its id is already stored; returns after the commit.
+    /// Stores a report unless its id is already stored, merges it into its day's roll-up
+    /// and records the alerts it raises, all in one transaction; returns after the commit.
     pub async fn insert_report(&self, r: &Report, body: &str, now: DateTime<Utc>) -> Result<Stored, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
@@ -484,6 +533,10 @@ impl Store {
         .bind(body)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            self.merge_rollup(&mut tx, r, now).await?;
+            Store::upsert_alerts(&mut tx, &crate::alerts::from_report(r)).await?;
+        }
         sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
             .bind(millis(now))
             .bind(&r.agent_id)
@@ -565,28 +618,23 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let mut entries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let kind: String = row.try_get("kind")?;
-            let ip: Option<String> = row.try_get("ip")?;
-            let line: i64 = row.try_get("line")?;
-            let room: i64 = row.try_get("machine_room")?;
-            entries.push(RegistryEntry {
-                line: usize::try_from(line).unwrap_or(0),
-                kind: match kind.as_str() {
-                    "app" => EntryKind::App,
-                    "portal" => EntryKind::Portal,
-                    _ => EntryKind::Device,
-                },
-                name: row.try_get("name")?,
-                ip: ip.and_then(|i| i.parse().ok()),
-                mac: row.try_get("mac")?,
-                user: row.try_get("user_name")?,
-                location: row.try_get("location")?,
-                machine_room: room != 0,
-                url: row.try_get("url")?,
-            });
+        for row in &rows {
+            entries.push(registry_entry_from(row)?);
         }
         Ok(Registry { entries })
+    }
+
+    /// Every unit's registry, in one query (ranking).
+    pub async fn registries(&self) -> Result<std::collections::HashMap<String, Registry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM registry_entries ORDER BY unit_id, line")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: std::collections::HashMap<String, Registry> = std::collections::HashMap::new();
+        for row in &rows {
+            let unit: String = row.try_get("unit_id")?;
+            out.entry(unit).or_default().entries.push(registry_entry_from(row)?);
+        }
+        Ok(out)
     }
 
     /// Sets the profile fields scoring reads (maintainer, responder, enrolment day).

@@ -154,3 +154,114 @@ async fn a_registry_import_replaces_the_whole_registry_and_reads_back() {
         );
     }
 }
+
+/// Two days of ten-minute reports with probe samples (some failing) and isolation
+/// rounds (two breaches in a row on the second day), in the agent's order.
+fn history() -> Vec<Report> {
+    use kaohe_rubric::evidence::{CheckStatus, IsolationProtocol, IsolationResult, ProbeKind, ProbeRole, ProbeSample};
+    // 2026-11-01 00:00 Asia/Shanghai.
+    let day0 = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 10, 31, 16, 0, 0)
+        .single()
+        .expect("time");
+    let mut out = Vec::new();
+    for k in 0..(2 * 144) {
+        let t = day0 + Duration::minutes(10 * k);
+        let mut r = report("nx/yc", "agent-1", k as u64 + 1);
+        r.created_at = t + Duration::minutes(10);
+        r.checks.reachability = CheckStatus::Ran;
+        r.checks.isolation = CheckStatus::Ran;
+        r.probes.interval_secs = 60;
+        for i in 0..10 {
+            let at = t + Duration::seconds(60 * i);
+            // An hour down on the first afternoon, and a flaky minute now and then.
+            let ok = !(80..86).contains(&k) && (k * 10 + i) % 37 != 0;
+            r.probes.samples.push(ProbeSample {
+                target: "10.9.0.1".into(),
+                kind: ProbeKind::Icmp,
+                role: ProbeRole::Upstream,
+                at,
+                ok,
+                rtt_ms: None,
+                error: None,
+                run: None,
+            });
+        }
+        r.isolation.push(IsolationResult {
+            at: t,
+            canary: "198.51.100.10".into(),
+            protocol: IsolationProtocol::Icmp,
+            reached: k == 200 || k == 201,
+            via_interface: None,
+            next_hop: None,
+            error: None,
+        });
+        out.push(r);
+    }
+    out
+}
+
+#[tokio::test]
+async fn roll_ups_made_at_ingest_score_like_the_raw_reports_even_out_of_order() {
+    let rubric = kaohe_rubric::Rubric::default_rubric();
+    let period: kaohe_rubric::Period = "2026-11-01..2026-11-02".parse().expect("period");
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 10, 0, 0, 0)
+        .single()
+        .expect("time");
+    for (backend, s) in common::stores("rollups").await {
+        enrolled(&s).await;
+        let mut reports = history();
+        // The second day arrives out of order (a replayed spool, a retry after a timeout).
+        let second_day = reports.split_off(144);
+        let mut shuffled = second_day.clone();
+        shuffled.reverse();
+        shuffled.swap(3, 60);
+        for r in reports.iter().chain(&shuffled) {
+            let body = serde_json::to_string(r).expect("json");
+            s.insert_report(r, &body, now).await.expect("insert");
+        }
+        let rolled = kaohe_collector::rollup::score_unit(&s, &rubric, "nx/yc", period, now)
+            .await
+            .expect("score");
+        let (start, end) = period.bounds(rubric.timezone);
+        let raw_reports = s.reports("nx/yc", start, end + Duration::hours(1)).await.expect("raw");
+        let unit = s.unit("nx/yc").await.expect("unit").expect("exists");
+        let raw = kaohe_rubric::score(&kaohe_rubric::ScoreInput {
+            rubric: &rubric,
+            profile: &kaohe_collector::rollup::profile_of(&unit),
+            registry: &s.registry("nx/yc").await.expect("registry"),
+            reports: &raw_reports,
+            period,
+            as_of: Some(now),
+        });
+        assert_eq!(rolled.reports, 288, "{backend}: every report counted once");
+        let item = |sheet: &kaohe_rubric::Sheet, id: &str| {
+            sheet
+                .items
+                .iter()
+                .find(|i| i.id == id)
+                .and_then(|i| i.score)
+                .expect("scored")
+        };
+        assert!(
+            item(&rolled, "三.2") < 4.0,
+            "{backend}: the hour down costs 三.2 points"
+        );
+        assert!(
+            item(&rolled, "三.3") < 5.0,
+            "{backend}: the confirmed breach costs 三.3 points"
+        );
+        assert_eq!(
+            serde_json::to_value(&rolled).expect("json"),
+            serde_json::to_value(&raw).expect("json"),
+            "{backend}: the roll-ups must score exactly like the raw reports"
+        );
+        let digests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollups WHERE unit_id = 'nx/yc'")
+            .fetch_one(s.pool())
+            .await
+            .expect("count");
+        assert_eq!(
+            digests, 3,
+            "{backend}: one digest per local day (the first report of day 3 included)"
+        );
+    }
+}
