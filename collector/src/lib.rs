@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod ingest;
 pub mod offline;
 pub mod render;
