@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use kaohe_rubric::period::Period;
+
 use crate::offline::{self, InputError, PeriodChoice, ScoreRequest};
 use crate::render;
 
@@ -60,6 +62,122 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// 管理平台用户: 添加、列出、改密码、停用 (dashboard users)
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// 评审、人工改分与豁免 (reviews, overrides and waivers)
+    Review {
+        #[command(subcommand)]
+        action: ReviewAction,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// 全省排名及市、县汇总 (the ranking of units with city and county roll-ups)
+    Rank {
+        /// 考核期间: 2026、2026-Q4、2026-11; 默认当年 (default: the current year)
+        #[arg(long, value_name = "PERIOD")]
+        period: Option<Period>,
+        /// 评分细则文件 (rubric file; default: the configured or shipped one)
+        #[arg(long, value_name = "FILE")]
+        rubric: Option<PathBuf>,
+        /// 以 JSON 输出 (print JSON)
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// 导出单位评分表: CSV、Excel 或可打印的自检报告 (export a unit's sheet)
+    Export {
+        /// 单位路径 (the unit's path)
+        #[arg(long)]
+        unit: String,
+        /// 考核期间; 默认当年 (default: the current year)
+        #[arg(long, value_name = "PERIOD")]
+        period: Option<Period>,
+        /// csv | xlsx | html (html: 自检报告 self-check report)
+        #[arg(long)]
+        format: String,
+        /// 输出文件; 默认标准输出 (default stdout)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// 评分细则文件 (rubric file)
+        #[arg(long, value_name = "FILE")]
+        rubric: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// 添加用户; 密码取自环境变量 KAOHE_PASSWORD, 否则在终端输入两次 (不回显), 非终端时读标准输入一行
+    /// (add a user; password from KAOHE_PASSWORD, else asked twice on the terminal, else one line of stdin)
+    Add {
+        /// 登录名 (login name)
+        name: String,
+        /// province (省级管理员) | city (市级管理员) | unit (单位人员) | reviewer (评审人)
+        #[arg(long)]
+        role: String,
+        /// 所属单位, city 与 unit 角色必填 (the user's unit; required for city and unit)
+        #[arg(long)]
+        unit: Option<String>,
+        /// 显示名称, 如 张三 (shown and prefilled as reviewer)
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// 列出用户 (list users)
+    List,
+    /// 修改密码, 并结束该用户的所有会话 (set a new password; ends the user's sessions)
+    Passwd { name: String },
+    /// 停用用户, 并结束其会话 (disable a user and end its sessions)
+    Disable { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewAction {
+    /// 录入评审、人工改分或豁免 (add a review, override or waiver)
+    Add {
+        /// 单位路径 (the unit's path)
+        #[arg(long)]
+        unit: String,
+        /// 考核期间; 默认当年 (default: the current year)
+        #[arg(long, value_name = "PERIOD")]
+        period: Option<Period>,
+        /// 条目, 如 四.1 (the item)
+        #[arg(long)]
+        item: String,
+        /// review (评审) | override (人工改分) | waiver (豁免)
+        #[arg(long)]
+        kind: String,
+        /// 分数; 豁免不填 (points; none for a waiver)
+        #[arg(long)]
+        score: Option<f64>,
+        /// 评审人姓名 (the reviewer's name)
+        #[arg(long)]
+        reviewer: String,
+        /// 说明或理由 (note or reason)
+        #[arg(long)]
+        note: String,
+        /// 到期日 YYYY-MM-DD, 当日有效; 人工改分和豁免必填 (expiry, inclusive; required for overrides and waivers)
+        #[arg(long)]
+        expires: Option<chrono::NaiveDate>,
+        /// 评分细则文件 (rubric file)
+        #[arg(long, value_name = "FILE")]
+        rubric: Option<PathBuf>,
+    },
+    /// 列出单位在期间内有效的记录 (list a unit's live entries)
+    List {
+        #[arg(long)]
+        unit: String,
+        #[arg(long, value_name = "PERIOD")]
+        period: Option<Period>,
+    },
+    /// 撤回一条记录 (withdraw an entry by id; it stays in the audit log)
+    Withdraw { id: String },
 }
 
 /// Where the collector keeps its state.
@@ -485,19 +603,112 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                 Ok::<(), InputError>(())
             })?;
         }
+        Command::User { action, server } => {
+            let config = server.config()?;
+            let password = match &action {
+                UserAction::Add { .. } | UserAction::Passwd { .. } => Some(read_new_password()?),
+                _ => None,
+            };
+            block_on(async move {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                user_command(&store, action, password, now, out).await
+            })?;
+        }
+        Command::Review { action, server } => {
+            let config = server.config()?;
+            block_on(async move {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                review_command(&store, &config, action, now, out).await
+            })?;
+        }
+        Command::Rank {
+            period,
+            rubric,
+            json,
+            server,
+        } => {
+            let config = server.config()?;
+            let rubric = offline::load_rubric(rubric.as_deref().or(config.rubric.as_deref()))?;
+            let period = period.unwrap_or_else(|| current_year(&rubric, now));
+            let ranking = block_on(async {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                let units = store.units().await.map_err(store_error)?;
+                crate::scores::ranking(&store, &rubric, &units, period, now)
+                    .await
+                    .map_err(store_error)
+            })?;
+            if json {
+                write_json(out, &ranking);
+            } else {
+                let _ = out.write_all(render::ranking_text(&ranking, &rubric).as_bytes());
+            }
+        }
+        Command::Export {
+            unit,
+            period,
+            format,
+            out: file,
+            rubric,
+            server,
+        } => {
+            let config = server.config()?;
+            let rubric = offline::load_rubric(rubric.as_deref().or(config.rubric.as_deref()))?;
+            let period = period.unwrap_or_else(|| current_year(&rubric, now));
+            if !matches!(format.as_str(), "csv" | "xlsx" | "html") {
+                return Err(InputError::Usage(format!(
+                    "导出格式 {format} 无法识别, 应为 csv、xlsx 或 html (unknown format)"
+                )));
+            }
+            let sheet = block_on(async {
+                let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
+                if store.unit(&unit).await.map_err(store_error)?.is_none() {
+                    return Err(InputError::Usage(format!("单位 {unit} 不存在 (no such unit)")));
+                }
+                crate::scores::unit_sheet(&store, &rubric, &unit, period, now)
+                    .await
+                    .map_err(store_error)
+            })?;
+            let bytes = match format.as_str() {
+                "csv" => crate::export::sheet_csv(&sheet),
+                "xlsx" => crate::export::sheet_xlsx(&sheet).map_err(InputError::Server)?,
+                _ => crate::export::self_check_html(&sheet, now).into_bytes(),
+            };
+            match file {
+                Some(path) => {
+                    std::fs::write(&path, &bytes).map_err(|source| InputError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    let _ = writeln!(out, "已导出 (exported): {}", path.display());
+                }
+                None => {
+                    let _ = out.write_all(&bytes);
+                }
+            }
+        }
         Command::Score(args) if args.db_unit.is_some() => {
             let config = args.server.config()?;
             let unit = args.db_unit.clone().unwrap_or_default();
-            let rubric = offline::load_rubric(args.rubric.as_deref())?;
+            let rubric = offline::load_rubric(args.rubric.as_deref().or(config.rubric.as_deref()))?;
+            let as_of = args.as_of.unwrap_or(now);
+            let period = match args.period {
+                PeriodChoice::Fixed(p) => p,
+                // The assessment year so far.
+                PeriodChoice::Auto => current_year(&rubric, as_of),
+            };
             let sheet = block_on(async {
                 let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
-                crate::offline::score_from_store(&store, &rubric, &unit, args.period, Some(args.as_of.unwrap_or(now)))
+                if store.unit(&unit).await.map_err(store_error)?.is_none() {
+                    return Err(InputError::Usage(format!("单位 {unit} 不存在 (no such unit)")));
+                }
+                crate::scores::unit_sheet(&store, &rubric, &unit, period, as_of)
                     .await
+                    .map_err(store_error)
             })?;
             if args.json {
                 write_json(out, &sheet);
             } else {
-                let _ = out.write_all(render::sheet_text(&sheet, &rubric).as_bytes());
+                let _ = out.write_all(render::full_sheet_text(&sheet, &rubric).as_bytes());
             }
         }
         Command::Score(args) => {
@@ -551,4 +762,258 @@ fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) {
     if let Ok(text) = serde_json::to_string_pretty(value) {
         let _ = writeln!(out, "{text}");
     }
+}
+
+/// A store error for the CLI: bad input exits 64, the database 69.
+fn store_error(e: crate::store::StoreError) -> InputError {
+    match e {
+        crate::store::StoreError::Invalid(m) => InputError::Usage(m),
+        other => InputError::Server(other.to_string()),
+    }
+}
+
+/// The current assessment year in the rubric's time zone.
+fn current_year(rubric: &kaohe_rubric::Rubric, now: DateTime<Utc>) -> Period {
+    Period::Year {
+        year: chrono::Datelike::year(&now.with_timezone(&rubric.timezone)),
+    }
+}
+
+/// Who did it, for the audit log: `cli:` and the login name.
+fn cli_actor() -> String {
+    let who = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{who}")
+}
+
+/// A new password: `KAOHE_PASSWORD`, else asked twice on the terminal without echo (via
+/// `stty`), else one line of standard input.
+fn read_new_password() -> Result<String, InputError> {
+    use std::io::{BufRead, IsTerminal};
+    let password = if let Ok(p) = std::env::var("KAOHE_PASSWORD") {
+        p
+    } else if std::io::stdin().is_terminal() {
+        let first = prompt_hidden("新密码 (new password): ")?;
+        let second = prompt_hidden("再次输入 (again): ")?;
+        if first != second {
+            return Err(InputError::Usage("两次输入的密码不一致 (the passwords differ)".into()));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| InputError::Usage(format!("无法读取密码 (cannot read the password): {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    crate::web::auth::check_new_password(&password).map_err(InputError::Usage)?;
+    Ok(password)
+}
+
+fn prompt_hidden(prompt: &str) -> Result<String, InputError> {
+    use std::io::BufRead;
+    eprint!("{prompt}");
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let hidden = stty("-echo");
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if hidden {
+        stty("echo");
+    }
+    eprintln!();
+    read.map_err(|e| InputError::Usage(format!("无法读取密码 (cannot read the password): {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+async fn user_command(
+    store: &crate::store::Store,
+    action: UserAction,
+    password: Option<String>,
+    now: DateTime<Utc>,
+    out: &mut dyn Write,
+) -> Result<(), InputError> {
+    use crate::web::auth::{Role, hash_password};
+    let hashed = |p: Option<String>| -> Result<String, InputError> {
+        hash_password(&p.unwrap_or_default()).map_err(InputError::Server)
+    };
+    match action {
+        UserAction::Add {
+            name,
+            role,
+            unit,
+            display_name,
+        } => {
+            let role = Role::parse(role.trim()).ok_or_else(|| {
+                InputError::Usage(format!(
+                    "角色 {role} 无法识别, 应为 province (省级管理员)、city (市级管理员)、unit (单位人员) 或 reviewer (评审人) (unknown role)"
+                ))
+            })?;
+            let hash = hashed(password)?;
+            store
+                .add_user(&name, &hash, role, unit.as_deref(), display_name.as_deref(), now)
+                .await
+                .map_err(store_error)?;
+            let detail = serde_json::json!({ "user": name, "role": role.as_str(), "unit": unit }).to_string();
+            store
+                .audit(now, &cli_actor(), "user.add", unit.as_deref(), &detail)
+                .await
+                .map_err(store_error)?;
+            let _ = writeln!(
+                out,
+                "已添加用户 (user added): {name} ({} {})",
+                role.label_zh(),
+                role.as_str()
+            );
+        }
+        UserAction::List => {
+            let users = store.users().await.map_err(store_error)?;
+            if users.is_empty() {
+                let _ = writeln!(out, "尚无用户; 用 user add 添加第一个省级管理员 (no users yet)");
+            }
+            for u in users {
+                let state = if u.disabled_at.is_some() {
+                    "已停用 disabled"
+                } else {
+                    "有效 active"
+                };
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{state}",
+                    u.name,
+                    u.role.as_str(),
+                    u.unit_id.as_deref().unwrap_or("-"),
+                    u.display_name.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UserAction::Passwd { name } => {
+            let hash = hashed(password)?;
+            if !store.set_password(&name, &hash).await.map_err(store_error)? {
+                return Err(InputError::Usage(format!("用户 {name} 不存在 (no such user)")));
+            }
+            let detail = serde_json::json!({ "user": name }).to_string();
+            store
+                .audit(now, &cli_actor(), "user.passwd", None, &detail)
+                .await
+                .map_err(store_error)?;
+            let _ = writeln!(
+                out,
+                "已修改密码, 该用户需重新登录 (password set; sessions ended): {name}"
+            );
+        }
+        UserAction::Disable { name } => {
+            if !store.disable_user(&name, now).await.map_err(store_error)? {
+                return Err(InputError::Usage(format!(
+                    "没有可停用的用户 {name} (no such active user)"
+                )));
+            }
+            let detail = serde_json::json!({ "user": name }).to_string();
+            store
+                .audit(now, &cli_actor(), "user.disable", None, &detail)
+                .await
+                .map_err(store_error)?;
+            let _ = writeln!(out, "已停用用户 (user disabled): {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn review_command(
+    store: &crate::store::Store,
+    config: &crate::config::CollectorConfig,
+    action: ReviewAction,
+    now: DateTime<Utc>,
+    out: &mut dyn Write,
+) -> Result<(), InputError> {
+    use crate::review::{EntryKind, NewEntry};
+    match action {
+        ReviewAction::Add {
+            unit,
+            period,
+            item,
+            kind,
+            score,
+            reviewer,
+            note,
+            expires,
+            rubric,
+        } => {
+            let rubric = offline::load_rubric(rubric.as_deref().or(config.rubric.as_deref()))?;
+            let kind = EntryKind::parse(kind.trim()).ok_or_else(|| {
+                InputError::Usage(format!(
+                    "类别 {kind} 无法识别, 应为 review (评审)、override (人工改分) 或 waiver (豁免) (unknown kind)"
+                ))
+            })?;
+            let period = period.unwrap_or_else(|| current_year(&rubric, now));
+            let entry = NewEntry {
+                unit_id: unit.clone(),
+                period: period.to_string(),
+                item_id: item.trim().to_string(),
+                kind,
+                score,
+                reviewer: reviewer.trim().to_string(),
+                note: note.trim().to_string(),
+                expires_at: expires.map(|d| crate::web::expiry_from_date(d, rubric.timezone)),
+            };
+            crate::review::validate(&rubric, &entry, now).map_err(InputError::Usage)?;
+            if store.unit(&unit).await.map_err(store_error)?.is_none() {
+                return Err(InputError::Usage(format!("单位 {unit} 不存在 (no such unit)")));
+            }
+            let id = store.add_entry(&entry, &cli_actor(), now).await.map_err(store_error)?;
+            let _ = writeln!(
+                out,
+                "已录入{} (entry added): {id}  单位 {unit} 期间 {period} 条目 {}",
+                kind.label_zh(),
+                entry.item_id
+            );
+        }
+        ReviewAction::List { unit, period } => {
+            let rubric = offline::load_rubric(config.rubric.as_deref())?;
+            let period = period.unwrap_or_else(|| current_year(&rubric, now));
+            let entries = store
+                .entries(&unit, &crate::scores::entry_periods(&period))
+                .await
+                .map_err(store_error)?;
+            if entries.is_empty() {
+                let _ = writeln!(out, "单位 {unit} 期间 {period} 没有记录 (no entries)");
+            }
+            for e in entries {
+                let expires = e
+                    .expires_at
+                    .map(|t| format!(" 到期 {}", t.with_timezone(&rubric.timezone).format("%Y-%m-%d %H:%M")))
+                    .unwrap_or_default();
+                let expired = if e.expired(now) { " [已过期 expired]" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}: {}{expires}{expired}",
+                    e.id,
+                    e.period,
+                    e.item_id,
+                    e.kind.label_zh(),
+                    e.score.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    e.reviewer,
+                    e.note
+                );
+            }
+        }
+        ReviewAction::Withdraw { id } => {
+            if !store
+                .withdraw_entry(&id, &cli_actor(), now)
+                .await
+                .map_err(store_error)?
+            {
+                return Err(InputError::Usage(format!("没有可撤回的记录 {id} (no such live entry)")));
+            }
+            let _ = writeln!(out, "已撤回 (withdrawn): {id}");
+        }
+    }
+    Ok(())
 }

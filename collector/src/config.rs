@@ -137,3 +137,24 @@ impl CollectorConfig {
         names
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_config_loads_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/collector.example.toml");
+        let example = CollectorConfig::load(Some(&path)).expect("the example parses");
+        assert_eq!(example, CollectorConfig::default());
+    }
+
+    #[test]
+    fn an_unknown_option_is_named_with_its_line() {
+        let path = std::env::temp_dir().join(format!("kaohe-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "listen = \"127.0.0.1:8443\"\nwebhook = \"x\"\n").expect("write");
+        let e = CollectorConfig::load(Some(&path)).expect_err("unknown key");
+        assert!(e.contains("第 2 行") && e.contains("webhook"), "{e}");
+        let _ = std::fs::remove_file(&path);
+    }
+}

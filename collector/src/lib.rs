@@ -15,4 +15,5 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod view;
+pub mod web;
 pub mod xlsx;

@@ -53,8 +53,11 @@ pub async fn serve(
     if let Some(url) = config.webhook_url.clone() {
         tokio::spawn(crate::alerts::webhook_loop(store.clone(), url));
     }
+    // The dashboard and its JSON API beside the agents' API.
+    let rubric = crate::offline::load_rubric(config.rubric.as_deref()).map_err(|e| e.to_string())?;
+    let web = crate::web::router(store.clone(), rubric, &config);
     let state = Arc::new(AppState::new(store, ca_pem, config.agent_reports_per_minute));
-    let app = router(state, config.max_body_kib * 1024);
+    let app = router(state, config.max_body_kib * 1024).merge(web);
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {

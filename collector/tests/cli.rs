@@ -223,8 +223,10 @@ fn registry_import_is_all_or_nothing_and_export_round_trips_then_the_unit_scores
         "--json",
     ]))
     .expect("json");
-    assert_eq!(v["unit"]["name"], "示例司法所");
-    assert_eq!(v["reports"], 0);
+    // The full sheet: the engine's part under "auto", every item with its entries.
+    assert_eq!(v["auto"]["unit"]["name"], "示例司法所");
+    assert_eq!(v["auto"]["reports"], 0);
+    assert_eq!(v["total_max"], 100);
     let room = v["items"]
         .as_array()
         .expect("items")
@@ -309,5 +311,222 @@ fn an_excel_registry_imports_like_csv_and_a_bad_row_is_named_by_its_sheet_row() 
     let out = run(&["registry", "import", "--unit", "u", broken.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("XLSX"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The collector with its data directory in `data`, a password in the environment and
+/// optional standard input.
+fn collector_with(data: &str, password: Option<&str>, stdin: Option<&str>, args: &[&str]) -> Output {
+    use std::io::Write;
+    let mut a = args.to_vec();
+    a.extend(["--data-dir", data]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaohe-collector"));
+    cmd.args(&a)
+        .current_dir(root())
+        .env_remove("KAOHE_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(p) = password {
+        cmd.env("KAOHE_PASSWORD", p);
+    }
+    let mut child = cmd.spawn().expect("runs");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.unwrap_or("").as_bytes());
+    }
+    child.wait_with_output().expect("runs")
+}
+
+#[test]
+fn user_add_checks_role_unit_and_password_and_lists_users_without_secrets() {
+    let dir = std::env::temp_dir().join(format!("kaohe-cli-users-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().expect("utf8");
+    let ok = |out: Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(collector_in(
+        data,
+        &["unit", "add", "nx", "--name", "宁夏", "--kind", "province"],
+    ));
+    ok(collector_in(
+        data,
+        &["unit", "add", "nx/a", "--name", "兴庆区司法局", "--parent", "nx"],
+    ));
+    // A bad role: a clear error naming the roles, exit 64, nobody added.
+    let out = collector_with(
+        data,
+        Some("long enough 1"),
+        None,
+        &["user", "add", "x", "--role", "admin"],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("角色 admin 无法识别") && err.contains("province"), "{err}");
+    // A unit user needs a unit that exists; a province user takes none.
+    let out = collector_with(
+        data,
+        Some("long enough 1"),
+        None,
+        &["user", "add", "x", "--role", "unit"],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--unit"));
+    let out = collector_with(
+        data,
+        Some("long enough 1"),
+        None,
+        &["user", "add", "x", "--role", "unit", "--unit", "nx/zz"],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("不存在"));
+    // A short password is refused.
+    let out = collector_with(data, Some("short"), None, &["user", "add", "x", "--role", "province"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("密码至少"));
+    // From the environment, and from standard input when it is not a terminal.
+    ok(collector_with(
+        data,
+        Some("a good password"),
+        None,
+        &[
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "province",
+            "--display-name",
+            "省厅管理员",
+        ],
+    ));
+    ok(collector_with(
+        data,
+        None,
+        Some("another password\n"),
+        &["user", "add", "staff", "--role", "unit", "--unit", "nx/a"],
+    ));
+    let out = collector_with(
+        data,
+        Some("a good password"),
+        None,
+        &["user", "add", "admin", "--role", "province"],
+    );
+    assert_eq!(out.status.code(), Some(64), "a name is used once");
+    let list = ok(collector_in(data, &["user", "list"]));
+    assert!(list.contains("admin\tprovince\t-\t省厅管理员"), "{list}");
+    assert!(list.contains("staff\tunit\tnx/a"), "{list}");
+    assert!(!list.contains("argon2"), "no hashes printed");
+    ok(collector_in(data, &["user", "disable", "staff"]));
+    assert!(ok(collector_in(data, &["user", "list"])).contains("已停用"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn review_add_shows_on_the_full_sheet_and_rank_prints_the_table_with_roll_ups() {
+    let dir = std::env::temp_dir().join(format!("kaohe-cli-review-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().expect("utf8");
+    let ok = |args: &[&str]| {
+        let out = collector_in(data, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["unit", "add", "nx", "--name", "宁夏", "--kind", "province"]);
+    ok(&[
+        "unit",
+        "add",
+        "nx/yc",
+        "--name",
+        "银川市司法局",
+        "--parent",
+        "nx",
+        "--kind",
+        "city",
+    ]);
+    ok(&["unit", "add", "nx/yc/a", "--name", "兴庆区司法局", "--parent", "nx/yc"]);
+    ok(&["unit", "add", "nx/yc/b", "--name", "金凤区司法局", "--parent", "nx/yc"]);
+    let added = ok(&[
+        "review",
+        "add",
+        "--unit",
+        "nx/yc/b",
+        "--period",
+        "2026",
+        "--item",
+        "四.1",
+        "--kind",
+        "review",
+        "--score",
+        "2",
+        "--reviewer",
+        "李评审",
+        "--note",
+        "制度齐全",
+    ]);
+    assert!(added.contains("已录入评审"), "{added}");
+    // An override needs an expiry: exit 64 with the Chinese reason.
+    let out = collector_in(
+        data,
+        &[
+            "review",
+            "add",
+            "--unit",
+            "nx/yc/b",
+            "--period",
+            "2026",
+            "--item",
+            "三.2",
+            "--kind",
+            "override",
+            "--score",
+            "5",
+            "--reviewer",
+            "省厅",
+            "--note",
+            "停电",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("人工改分和豁免必须设定到期日"));
+    let list = ok(&["review", "list", "--unit", "nx/yc/b", "--period", "2026"]);
+    assert!(list.contains("四.1") && list.contains("李评审: 制度齐全"), "{list}");
+    let sheet = ok(&["score", "--db-unit", "nx/yc/b", "--period", "2026"]);
+    assert!(sheet.contains("[评审] 2 评审人 李评审: 制度齐全"), "{sheet}");
+    assert!(sheet.contains("总分 Total"), "{sheet}");
+    let rank = ok(&["rank", "--period", "2026"]);
+    let header = rank.lines().nth(1).unwrap_or("");
+    assert!(
+        header.contains("排名") && header.contains("自动合计") && header.contains("总分"),
+        "{rank}"
+    );
+    let b = rank.find("金凤区司法局").expect("B ranked");
+    let a = rank.find("兴庆区司法局").expect("A ranked");
+    assert!(b < a, "the reviewed unit ranks first:\n{rank}");
+    assert!(rank.contains("市、县汇总") && rank.contains("银川市司法局"), "{rank}");
+    // Withdrawn, it no longer counts.
+    let id = list.split('\t').next().unwrap_or("").to_string();
+    ok(&["review", "withdraw", &id]);
+    assert!(ok(&["review", "list", "--unit", "nx/yc/b", "--period", "2026"]).contains("没有记录"));
+    // Exports write files.
+    let csv = dir.join("b.csv");
+    ok(&[
+        "export",
+        "--unit",
+        "nx/yc/b",
+        "--period",
+        "2026",
+        "--format",
+        "csv",
+        "--out",
+        csv.to_str().expect("utf8"),
+    ]);
+    assert!(String::from_utf8_lossy(&std::fs::read(&csv).expect("csv")).contains("四.1"));
+    let out = collector_in(data, &["export", "--unit", "nx/yc/b", "--format", "pdf"]);
+    assert_eq!(out.status.code(), Some(64));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,348 @@
+//! The administrators' dashboard: server-rendered HTML pages (Chinese first, English with
+//! `?lang=en`), its JSON API under `/api/v1/dashboard/`, login and roles.
+//!
+//! Unit ids contain slashes (`ningxia/yinchuan/xingqing`), so unit addresses are
+//! `/units/{unit id}` followed by an optional suffix:
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `GET /units/{id}?period=2026` | the unit page |
+//! | `GET /units/{id}/export.csv` · `/export.xlsx` · `/report.html` | the sheet as CSV, XLSX, the printable 自检报告 |
+//! | `POST /units/{id}/entries` | add a review, override or waiver (form) |
+//! | `POST /units/{id}/entries/withdraw` | withdraw an entry (form field `id`) |
+//! | `GET /api/v1/dashboard/units/{id}/sheet` · `/view` · `/entries` | JSON |
+//! | `POST /api/v1/dashboard/units/{id}/entries` · `/entries/withdraw` | JSON, header `X-CSRF-Token` |
+//!
+//! Access: a unit outside the user's scope gets 403; without a session, pages redirect
+//! (303) to `/login` and the API answers 401.
+
+pub mod api;
+pub mod auth;
+pub mod html;
+pub mod pages;
+pub mod svg;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use kaohe_rubric::period::Period;
+use kaohe_rubric::rubric::Rubric;
+
+use crate::config::CollectorConfig;
+use crate::store::{Store, StoreError, Unit};
+use auth::{LoginLimiter, SESSION_COOKIE, Session};
+use html::Lang;
+
+/// Every path the dashboard serves, as `collector/api/openapi.json` describes them
+/// (`{unit}` stands for a unit id, slashes included).
+pub const PATHS: &[&str] = &[
+    "/",
+    "/login",
+    "/logout",
+    "/overview",
+    "/audit",
+    "/units/{unit}",
+    "/units/{unit}/export.csv",
+    "/units/{unit}/export.xlsx",
+    "/units/{unit}/report.html",
+    "/units/{unit}/entries",
+    "/units/{unit}/entries/withdraw",
+    "/api/v1/dashboard/me",
+    "/api/v1/dashboard/units",
+    "/api/v1/dashboard/ranking",
+    "/api/v1/dashboard/alerts",
+    "/api/v1/dashboard/audit",
+    "/api/v1/dashboard/units/{unit}/sheet",
+    "/api/v1/dashboard/units/{unit}/view",
+    "/api/v1/dashboard/units/{unit}/entries",
+    "/api/v1/dashboard/units/{unit}/entries/withdraw",
+];
+
+/// Largest form or JSON body the dashboard accepts.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the dashboard's handlers share.
+#[derive(Debug)]
+pub struct WebState {
+    pub store: Store,
+    pub rubric: Rubric,
+    pub session_hours: u32,
+    pub logins: LoginLimiter,
+}
+
+/// The dashboard's router, to merge beside the agents' API.
+pub fn router(store: Store, rubric: Rubric, config: &CollectorConfig) -> Router {
+    let state = Arc::new(WebState {
+        store,
+        rubric,
+        session_hours: config.session_hours.max(1),
+        logins: LoginLimiter::default(),
+    });
+    Router::new()
+        .route("/", get(pages::root))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/overview", get(pages::overview))
+        .route("/audit", get(pages::audit))
+        .route("/units/{*rest}", get(pages::unit_get).post(pages::unit_post))
+        .route("/api/v1/dashboard/me", get(api::me))
+        .route("/api/v1/dashboard/units", get(api::units))
+        .route("/api/v1/dashboard/ranking", get(api::ranking))
+        .route("/api/v1/dashboard/alerts", get(api::alerts))
+        .route("/api/v1/dashboard/audit", get(api::audit))
+        .route(
+            "/api/v1/dashboard/units/{*rest}",
+            get(api::unit_get).post(api::unit_post),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Why a dashboard request failed; rendered as a page or as JSON.
+#[derive(Debug)]
+pub enum WebError {
+    /// No (live) session.
+    Login,
+    Forbidden(String),
+    NotFound(String),
+    BadRequest(String),
+    Internal(String),
+}
+
+impl WebError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebError::Login => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Chinese first, English in brackets.
+    pub fn message(&self) -> String {
+        match self {
+            WebError::Login => "请先登录 (please log in)".into(),
+            WebError::Forbidden(m) | WebError::NotFound(m) | WebError::BadRequest(m) => m.clone(),
+            WebError::Internal(_) => "服务器内部错误, 请稍后重试 (internal error; retry later)".into(),
+        }
+    }
+
+    pub fn csrf() -> WebError {
+        WebError::Forbidden("安全校验失败, 请刷新页面后重试 (missing or wrong CSRF token)".into())
+    }
+
+    pub fn scope() -> WebError {
+        WebError::Forbidden("无权查看该单位 (this unit is outside your access)".into())
+    }
+}
+
+impl From<StoreError> for WebError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(m) => WebError::BadRequest(m),
+            other => {
+                tracing::error!(error = %other, "dashboard request failed");
+                WebError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+/// The value of a cookie in the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The language: `?lang=` first, then the `lang` cookie, else Chinese.
+pub fn lang_of(query: Option<&str>, headers: &HeaderMap) -> Lang {
+    match query.or_else(|| cookie(headers, "lang")) {
+        Some("en") => Lang::En,
+        _ => Lang::Zh,
+    }
+}
+
+impl WebState {
+    /// The session of the request, extended (sliding) if live.
+    pub async fn session(&self, headers: &HeaderMap) -> Result<Session, WebError> {
+        let Some(token) = cookie(headers, SESSION_COOKIE).filter(|t| !t.is_empty()) else {
+            return Err(WebError::Login);
+        };
+        let now = Utc::now();
+        let until = now + chrono::Duration::hours(i64::from(self.session_hours));
+        self.store.session(token, now, until).await?.ok_or(WebError::Login)
+    }
+
+    /// The units a user may see.
+    pub async fn visible_units(&self, s: &Session) -> Result<Vec<Unit>, WebError> {
+        let all = self.store.units().await?;
+        Ok(s.user.visible_units(&all))
+    }
+
+    /// The unit if the user may see it: 403 outside the scope, 404 if it does not exist.
+    pub async fn unit_in_scope(&self, s: &Session, id: &str) -> Result<Unit, WebError> {
+        let visible = self.visible_units(s).await?;
+        if let Some(u) = visible.into_iter().find(|u| u.id == id) {
+            return Ok(u);
+        }
+        match s.user.role {
+            auth::Role::Province | auth::Role::Reviewer => {
+                Err(WebError::NotFound(format!("单位 {id} 不存在 (no such unit)")))
+            }
+            _ => Err(WebError::scope()),
+        }
+    }
+
+    /// `?period=`, default the current year in the rubric's zone.
+    pub fn period(&self, q: Option<&str>, now: DateTime<Utc>) -> Result<Period, WebError> {
+        match q.map(str::trim).filter(|p| !p.is_empty()) {
+            Some(p) => p.parse().map_err(|e| {
+                WebError::BadRequest(format!(
+                    "期间 {p} 无法识别, 应为 2026、2026-Q4、2026-11 等 (bad period): {e}"
+                ))
+            }),
+            None => Ok(Period::Year {
+                year: now.with_timezone(&self.rubric.timezone).year(),
+            }),
+        }
+    }
+}
+
+/// Whether the CSRF token sent matches the session's, in constant time.
+pub fn csrf_ok(s: &Session, sent: Option<&str>) -> bool {
+    sent.is_some_and(|t| auth::same(t, &s.csrf_token))
+}
+
+/// An expiry date (YYYY-MM-DD) as the instant it ends: the next local midnight, so the
+/// entry holds through that whole day.
+pub fn expiry_from_date(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    kaohe_rubric::period::local_midnight(day.succ_opt().unwrap_or(day), tz)
+}
+
+/// Splits `/units/{id}{suffix}` paths: the id and which of `suffixes` ended it ("" none).
+pub fn split_suffix<'a>(rest: &'a str, suffixes: &[&'static str]) -> (&'a str, &'static str) {
+    let rest = rest.trim_matches('/');
+    for s in suffixes {
+        if let Some(id) = rest.strip_suffix(s)
+            && !id.is_empty()
+        {
+            return (id.trim_end_matches('/'), s);
+        }
+    }
+    (rest, "")
+}
+
+/// A JSON error body `{"error": "中文 (English)"}`.
+pub fn json_error(e: &WebError) -> Response {
+    let body = serde_json::json!({ "error": e.message() });
+    (
+        e.status(),
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A `Content-Disposition` for a download with a UTF-8 file name (RFC 6266 / 5987) and an
+/// ASCII `fallback` for old clients.
+pub fn attachment(name: &str, fallback: &str) -> String {
+    let ascii: String = fallback
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        html::url_part(name, false)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_paths_split_into_the_id_and_the_suffix() {
+        let s = ["/export.csv", "/export.xlsx", "/report.html"];
+        assert_eq!(split_suffix("nx/yc/xq", &s), ("nx/yc/xq", ""));
+        assert_eq!(split_suffix("nx/yc/xq/export.csv", &s), ("nx/yc/xq", "/export.csv"));
+        assert_eq!(split_suffix("/nx/report.html/", &s), ("nx", "/report.html"));
+        let e = ["/entries/withdraw", "/entries"];
+        assert_eq!(split_suffix("nx/a/entries/withdraw", &e), ("nx/a", "/entries/withdraw"));
+        assert_eq!(split_suffix("nx/a/entries", &e), ("nx/a", "/entries"));
+    }
+
+    #[test]
+    fn escaping_covers_markup_and_attribute_quotes() {
+        assert_eq!(
+            html::esc("<script>a=\"1\" & 'b'</script>"),
+            "&lt;script&gt;a=&quot;1&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+        );
+        assert_eq!(html::url_part("nx/兴 庆", true), "nx/%E5%85%B4%20%E5%BA%86");
+    }
+
+    #[test]
+    fn a_city_sees_its_subtree_and_a_unit_only_itself() {
+        let u = |id: &str, parent: Option<&str>| Unit {
+            id: id.into(),
+            name: id.into(),
+            parent: parent.map(str::to_string),
+            kind: "county".into(),
+            maintainer: None,
+            responder: None,
+            enrolled: None,
+        };
+        let all = vec![
+            u("nx", None),
+            u("nx/yc", Some("nx")),
+            u("nx/yc/a", Some("nx/yc")),
+            u("nx/yc/a/s", Some("nx/yc/a")),
+            u("nx/wz", Some("nx")),
+        ];
+        let user = |role, unit: Option<&str>| auth::User {
+            name: "x".into(),
+            role,
+            unit_id: unit.map(str::to_string),
+            display_name: None,
+            created_at: Utc::now(),
+            disabled_at: None,
+        };
+        let ids = |v: Vec<Unit>| v.into_iter().map(|u| u.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(user(auth::Role::City, Some("nx/yc")).visible_units(&all)),
+            ["nx/yc", "nx/yc/a", "nx/yc/a/s"]
+        );
+        assert_eq!(
+            ids(user(auth::Role::Unit, Some("nx/yc/a")).visible_units(&all)),
+            ["nx/yc/a"]
+        );
+        assert_eq!(user(auth::Role::Reviewer, None).visible_units(&all).len(), 5);
+        assert!(user(auth::Role::City, None).visible_units(&all).is_empty());
+    }
+
+    #[test]
+    fn an_expiry_date_holds_through_that_local_day() {
+        let t = expiry_from_date(
+            NaiveDate::from_ymd_opt(2026, 12, 31).expect("date"),
+            chrono_tz::Asia::Shanghai,
+        );
+        assert_eq!(t.to_rfc3339(), "2026-12-31T16:00:00+00:00");
+    }
+}
