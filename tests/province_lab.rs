@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kaohe_collector::store::Store;
-use kaohe_rubric::registry::{Registry, UnitProfile};
-use kaohe_rubric::scoring::{ScoreInput, score};
+use kaohe_rubric::registry::Registry;
 use kaohe_rubric::{Period, Rubric};
 use kaohe_tests::lab::{self, Lab, Options};
 
@@ -147,17 +146,31 @@ fn agents_enrol_deliver_to_the_real_collector_and_each_bureau_is_scored_from_the
             b.id,
             reports.len()
         );
+        // Each registry is valid and imports; the unit is then scored from the database's
+        // daily roll-ups, as the dashboard does.
         let csv = std::fs::read(lab.registry_path(b.id)).expect("registry");
-        let registry = Registry::from_csv(&csv, "registry.csv").expect("lab registry is valid");
-        let profile = UnitProfile::bare(&b.unit_id);
-        let sheet = score(&ScoreInput {
-            rubric: &rubric,
-            profile: &profile,
-            registry: &registry,
-            reports: &reports,
-            period: Period::covering(Utc::now(), Utc::now(), rubric.timezone),
-            as_of: Some(Utc::now()),
-        });
+        Registry::from_csv(&csv, "registry.csv").expect("lab registry is valid");
+        let path = lab.registry_path(b.id);
+        collector(
+            &data,
+            &["registry", "import", "--unit", &b.unit_id, path.to_str().expect("utf8")],
+        );
+        let now = Utc::now();
+        let sheet = rt
+            .block_on(kaohe_collector::rollup::score_unit(
+                &store,
+                &rubric,
+                &b.unit_id,
+                Period::covering(now, now, rubric.timezone),
+                now,
+            ))
+            .expect("scored from the database");
+        assert_eq!(
+            sheet.reports,
+            reports.len(),
+            "bureau {}: every report is in the roll-ups",
+            b.id
+        );
         sheets.push(sheet);
     }
     let item = |b: usize, id: &str| sheets[b].items.iter().find(|i| i.id == id).expect("item").clone();

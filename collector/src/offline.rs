@@ -314,6 +314,7 @@ pub async fn score_from_store(
         maintainer: unit.maintainer.clone(),
         responder: unit.responder.clone(),
         enrolled: unit.enrolled.as_deref().and_then(|d| d.parse().ok()),
+        enrolled_at: None,
         timezone: None,
     };
     let registry = store.registry(unit_id).await.map_err(server)?;

@@ -30,6 +30,7 @@ pub fn profile_of(unit: &Unit) -> UnitProfile {
         maintainer: unit.maintainer.clone(),
         responder: unit.responder.clone(),
         enrolled: unit.enrolled.as_deref().and_then(|d| d.parse().ok()),
+        enrolled_at: None,
         timezone: None,
     }
 }
@@ -55,6 +56,20 @@ fn parse(body: &str, what: &str) -> Option<Report> {
 }
 
 impl Store {
+    /// When each unit's first agent enrolled (scoring counts from then).
+    pub async fn first_enrolments(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let rows = sqlx::query("SELECT unit_id, MIN(enrolled_at) AS first FROM agents GROUP BY unit_id")
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let unit: String = row.try_get("unit_id")?;
+            let first: i64 = row.try_get("first")?;
+            out.insert(unit, crate::store::from_millis(first));
+        }
+        Ok(out)
+    }
+
     /// Merges a newly stored report into its agent-day digest, inside the ingest
     /// transaction. On PostgreSQL the digest row is locked, so collectors sharing the
     /// database merge one after the other. A report older than the digest (out of
@@ -241,9 +256,11 @@ pub async fn score_unit(
     let (start, end) = period.bounds(store.timezone());
     let evidence = digests(store, rubric, unit_id, start, end.min(now).max(start)).await?;
     let registry = store.registry(unit_id).await?;
+    let mut profile = profile_of(&unit);
+    profile.enrolled_at = store.first_enrolments().await?.remove(unit_id);
     Ok(score(&ScoreInput {
         rubric,
-        profile: &profile_of(&unit),
+        profile: &profile,
         registry: &registry,
         reports: &evidence,
         period,
@@ -263,11 +280,14 @@ pub async fn score_units(
     let (start, end) = period.bounds(store.timezone());
     let mut evidence = store.window_evidence(None, start, end.min(now).max(start)).await?;
     let mut registries = store.registries().await?;
+    let first = store.first_enrolments().await?;
     let inputs: Vec<(UnitProfile, Registry, Vec<Report>)> = units
         .iter()
         .map(|u| {
+            let mut profile = profile_of(u);
+            profile.enrolled_at = first.get(&u.id).copied();
             (
-                profile_of(u),
+                profile,
                 registries.remove(&u.id).unwrap_or_default(),
                 evidence.remove(&u.id).unwrap_or_default(),
             )

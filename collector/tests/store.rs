@@ -209,6 +209,11 @@ async fn roll_ups_made_at_ingest_score_like_the_raw_reports_even_out_of_order() 
         .expect("time");
     for (backend, s) in common::stores("rollups").await {
         enrolled(&s).await;
+        // Enrolled before the period: scoring counts from the first agent's enrolment.
+        sqlx::query("UPDATE agents SET enrolled_at = 0")
+            .execute(s.pool())
+            .await
+            .expect("backdate");
         let mut reports = history();
         // The second day arrives out of order (a replayed spool, a retry after a timeout).
         let second_day = reports.split_off(144);
@@ -227,7 +232,10 @@ async fn roll_ups_made_at_ingest_score_like_the_raw_reports_even_out_of_order() 
         let unit = s.unit("nx/yc").await.expect("unit").expect("exists");
         let raw = kaohe_rubric::score(&kaohe_rubric::ScoreInput {
             rubric: &rubric,
-            profile: &kaohe_collector::rollup::profile_of(&unit),
+            profile: &kaohe_rubric::registry::UnitProfile {
+                enrolled_at: s.first_enrolments().await.expect("first").remove("nx/yc"),
+                ..kaohe_collector::rollup::profile_of(&unit)
+            },
             registry: &s.registry("nx/yc").await.expect("registry"),
             reports: &raw_reports,
             period,

@@ -436,6 +436,10 @@ pub struct UnitProfile {
     /// a TOML date (`enrolled = 2026-03-01`) or a string (`"2026-03-01"`).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_date")]
     pub enrolled: Option<NaiveDate>,
+    /// The moment the unit's first agent enrolled, when known (the collector knows it):
+    /// scoring counts from then, so the hours before the agent existed are not "no data".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_at: Option<chrono::DateTime<chrono::Utc>>,
     /// IANA time zone for calendar days; defaults to the rubric's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
@@ -514,6 +518,7 @@ impl UnitProfile {
             maintainer: None,
             responder: None,
             enrolled: None,
+            enrolled_at: None,
             timezone: None,
         }
     }

@@ -25,8 +25,8 @@ use crate::evidence::{CheckStatus, Checks, Report};
 use crate::period::{Period, days_in, local_midnight};
 use crate::registry::{Registry, UnitProfile};
 use crate::rubric::{Item, Rubric, Rule, Scoring};
-pub use uptime::daily_availability;
 pub use sheet::{Deduction, Evidence, ItemScore, Note, PeriodInfo, Sheet, Status, UnitRef};
+pub use uptime::daily_availability;
 
 /// Reports created up to this long after the window's end still count for it (a batch
 /// made just after midnight carries the samples of the minute before).
@@ -166,6 +166,7 @@ pub fn score(input: &ScoreInput<'_>) -> Sheet {
         Some(day) => period_start.max(local_midnight(day, tz)),
         None => period_start,
     };
+    let start = input.profile.enrolled_at.map_or(start, |t| start.max(t));
     let end = match input.as_of {
         Some(t) => period_end.min(t),
         None => period_end,
