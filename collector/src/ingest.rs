@@ -41,6 +41,7 @@ pub struct Metrics {
 #[derive(Debug)]
 pub struct AppState {
     pub store: Store,
+    writer: crate::batch::Writer,
     pub ca_pem: String,
     pub metrics: Metrics,
     pub reports_per_minute: u32,
@@ -50,6 +51,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, ca_pem: String, reports_per_minute: u32) -> AppState {
         AppState {
+            writer: crate::batch::Writer::start(store.clone()),
             store,
             ca_pem,
             metrics: Metrics::default(),
@@ -148,7 +150,8 @@ async fn ingest(State(s): State<Arc<AppState>>, headers: HeaderMap, body: String
             "the report names another agent or unit than the credential",
         );
     }
-    match s.store.insert_report(&report, &body, Utc::now()).await {
+    let report_id = report.report_id;
+    match s.writer.store(report, body).await {
         Ok(stored) => {
             let status = match stored {
                 Stored::New => {
@@ -160,7 +163,7 @@ async fn ingest(State(s): State<Arc<AppState>>, headers: HeaderMap, body: String
                     "duplicate"
                 }
             };
-            let body = serde_json::json!({ "report_id": report.report_id.to_string(), "status": status });
+            let body = serde_json::json!({ "report_id": report_id.to_string(), "status": status });
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

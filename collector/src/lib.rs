@@ -2,6 +2,7 @@
 //! reports over TLS into SQLite or PostgreSQL, and scores units (offline from files, too).
 
 pub mod alerts;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod export;

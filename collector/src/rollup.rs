@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use kaohe_rubric::Report;
 use kaohe_rubric::period::{Period, local_midnight};
 use kaohe_rubric::registry::{Registry, UnitProfile};
@@ -185,47 +185,162 @@ impl Store {
         Ok(written)
     }
 
-    /// The evidence for scoring `units` over `start..end`: per unit, the digests of the
-    /// window's days and the raw reports of the hour after it. One query each.
+    /// The evidence for scoring over `start..end`, as JSON bodies per unit (parsed by
+    /// the caller, on every core): for each calendar month the window covers whole, the
+    /// agents' month digests (built from the day digests on first use, and again whenever
+    /// a report came in for that month since); the day digests of the other days; and the
+    /// raw reports of the hour after the window. One unit, or all.
     async fn window_evidence(
         &self,
-        units: Option<&str>,
+        unit: Option<&str>,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<HashMap<String, Vec<Report>>, StoreError> {
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
         let tz = self.timezone();
         let (first, last) = day_range(start, end, tz);
-        let mut out: HashMap<String, Vec<Report>> = HashMap::new();
-        let (digest_sql, tail_sql) = match units {
-            Some(_) => (
-                "SELECT unit_id, body FROM rollups WHERE day >= $1 AND day <= $2 AND reports > 0 AND unit_id = $3",
-                "SELECT unit_id, body FROM reports WHERE created_at >= $1 AND created_at < $2 AND unit_id = $3",
-            ),
-            None => (
-                "SELECT unit_id, body FROM rollups WHERE day >= $1 AND day <= $2 AND reports > 0",
-                "SELECT unit_id, body FROM reports WHERE created_at >= $1 AND created_at < $2",
-            ),
+        let months = whole_months(first, last);
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        let unit_filter = if unit.is_some() { " AND unit_id = $3" } else { "" };
+        // Day digests outside the whole months.
+        let day_ranges = match months {
+            Some((m1, m2)) => vec![(first, m1.pred_opt().unwrap_or(m1)), (next_month(m2), last)],
+            None => vec![(first, last)],
         };
-        let mut q = sqlx::query(digest_sql).bind(first.to_string()).bind(last.to_string());
-        if let Some(u) = units {
+        for (a, b) in day_ranges.into_iter().filter(|(a, b)| a <= b) {
+            let sql =
+                format!("SELECT unit_id, body FROM rollups WHERE day >= $1 AND day <= $2 AND reports > 0{unit_filter}");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(a.to_string())
+                .bind(b.to_string());
+            if let Some(u) = unit {
+                q = q.bind(u);
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                out.entry(row.try_get("unit_id")?)
+                    .or_default()
+                    .push(row.try_get("body")?);
+            }
+        }
+        // Month digests, checked against the day digests' report counts.
+        if let Some((m1, m2)) = months {
+            let m_last = next_month(m2).pred_opt().unwrap_or(m2);
+            let sql = format!(
+                "SELECT unit_id, agent_id, SUBSTR(day, 1, 7) AS month, CAST(SUM(reports) AS BIGINT) AS n FROM rollups \
+                 WHERE day >= $1 AND day <= $2{unit_filter} GROUP BY unit_id, agent_id, SUBSTR(day, 1, 7)"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(m1.to_string())
+                .bind(m_last.to_string());
+            if let Some(u) = unit {
+                q = q.bind(u);
+            }
+            let expected = q.fetch_all(self.pool()).await?;
+            let sql = format!(
+                "SELECT unit_id, agent_id, month, reports, body FROM rollup_months WHERE month >= $1 AND month <= $2{unit_filter}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(month_key(m1))
+                .bind(month_key(m2));
+            if let Some(u) = unit {
+                q = q.bind(u);
+            }
+            let mut have: HashMap<(String, String, String), (i64, String)> = HashMap::new();
+            for row in q.fetch_all(self.pool()).await? {
+                have.insert(
+                    (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?),
+                    (row.try_get("reports")?, row.try_get("body")?),
+                );
+            }
+            for row in expected {
+                let key: (String, String, String) =
+                    (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?);
+                let n: i64 = row.try_get("n")?;
+                let body = match have.remove(&key) {
+                    Some((stored, body)) if stored == n => body,
+                    _ => self.build_month(&key.0, &key.1, &key.2).await?,
+                };
+                out.entry(key.0).or_default().push(body);
+            }
+        }
+        // The hour after the window.
+        let sql = format!("SELECT unit_id, body FROM reports WHERE created_at >= $1 AND created_at < $2{unit_filter}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(millis(end))
+            .bind(millis(end + GRACE));
+        if let Some(u) = unit {
             q = q.bind(u);
         }
         for row in q.fetch_all(self.pool()).await? {
-            let unit: String = row.try_get("unit_id")?;
-            let body: String = row.try_get("body")?;
-            out.entry(unit).or_default().extend(parse(&body, "roll-up"));
-        }
-        let mut q = sqlx::query(tail_sql).bind(millis(end)).bind(millis(end + GRACE));
-        if let Some(u) = units {
-            q = q.bind(u);
-        }
-        for row in q.fetch_all(self.pool()).await? {
-            let unit: String = row.try_get("unit_id")?;
-            let body: String = row.try_get("body")?;
-            out.entry(unit).or_default().extend(parse(&body, "report"));
+            out.entry(row.try_get("unit_id")?)
+                .or_default()
+                .push(row.try_get("body")?);
         }
         Ok(out)
     }
+
+    /// Combines an agent's day digests of one month ("2026-03") into its month digest,
+    /// stores it and returns its body.
+    async fn build_month(&self, unit: &str, agent: &str, month: &str) -> Result<String, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body FROM rollups WHERE unit_id = $1 AND agent_id = $2 AND day >= $3 AND day <= $4 AND reports > 0",
+        )
+        .bind(unit)
+        .bind(agent)
+        .bind(format!("{month}-01"))
+        .bind(format!("{month}-31"))
+        .fetch_all(self.pool())
+        .await?;
+        let mut days = Vec::with_capacity(rows.len());
+        for row in rows {
+            let b: String = row.try_get("body")?;
+            days.extend(parse(&b, "roll-up"));
+        }
+        let Some(digest) = kaohe_rubric::rollup::combine(&days, self.timezone()).into_iter().next() else {
+            return Ok(String::new());
+        };
+        let body = serde_json::to_string(&digest).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO rollup_months (unit_id, month, agent_id, reports, body, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (unit_id, month, agent_id) DO UPDATE SET reports = excluded.reports, body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(unit)
+        .bind(month)
+        .bind(agent)
+        .bind(i64::try_from(digest.rollup_of).unwrap_or(i64::MAX))
+        .bind(&body)
+        .bind(millis(Utc::now()))
+        .execute(self.pool())
+        .await?;
+        Ok(body)
+    }
+}
+
+/// "2026-03" for a day of March 2026.
+fn month_key(d: NaiveDate) -> String {
+    d.format("%Y-%m").to_string()
+}
+
+/// The first day of the month after `d`'s.
+fn next_month(d: NaiveDate) -> NaiveDate {
+    let first = d.with_day(1).unwrap_or(d);
+    first + chrono::Months::new(1)
+}
+
+/// The first days of the first and last calendar months that lie whole in `first..=last`.
+fn whole_months(first: NaiveDate, last: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+    let m1 = if first.day() == 1 { first } else { next_month(first) };
+    let after_last = last.succ_opt()?;
+    let m2_end = after_last.with_day(1)?; // the first day after the last whole month
+    (m1 < m2_end).then(|| (m1, m2_end.pred_opt().and_then(|d| d.with_day(1)).unwrap_or(m1)))
+}
+
+/// Parses the bodies of one unit's evidence.
+fn parse_all(bodies: &[String]) -> Vec<Report> {
+    bodies
+        .iter()
+        .filter(|b| !b.is_empty())
+        .filter_map(|b| parse(b, "roll-up"))
+        .collect()
 }
 
 /// What scoring `start..end` of a unit reads: the digests of the window's days and the
@@ -238,7 +353,7 @@ pub async fn digests(
     end: DateTime<Utc>,
 ) -> Result<Vec<Report>, StoreError> {
     let mut by_unit = store.window_evidence(Some(unit_id), start, end).await?;
-    Ok(by_unit.remove(unit_id).unwrap_or_default())
+    Ok(parse_all(&by_unit.remove(unit_id).unwrap_or_default()))
 }
 
 /// Scores one unit's automatic items for `period` as of `now`.
@@ -281,7 +396,7 @@ pub async fn score_units(
     let mut evidence = store.window_evidence(None, start, end.min(now).max(start)).await?;
     let mut registries = store.registries().await?;
     let first = store.first_enrolments().await?;
-    let inputs: Vec<(UnitProfile, Registry, Vec<Report>)> = units
+    let inputs: Vec<(UnitProfile, Registry, Vec<String>)> = units
         .iter()
         .map(|u| {
             let mut profile = profile_of(u);
@@ -301,12 +416,12 @@ pub async fn score_units(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(profile, registry, reports)| {
+                        .map(|(profile, registry, bodies)| {
                             score(&ScoreInput {
                                 rubric,
                                 profile,
                                 registry,
-                                reports,
+                                reports: &parse_all(bodies),
                                 period,
                                 as_of: Some(now),
                             })

@@ -89,6 +89,15 @@ CREATE TABLE rollups (
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (unit_id, day, agent_id)
 );
+CREATE TABLE rollup_months (
+    unit_id TEXT NOT NULL REFERENCES units(id),
+    month TEXT NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    reports BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (unit_id, month, agent_id)
+);
 CREATE TABLE users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -519,35 +528,55 @@ impl Store {
     /// Stores a report unless its id is already stored, merges it into its day's roll-up
     /// and records the alerts it raises, all in one transaction; returns after the commit.
     pub async fn insert_report(&self, r: &Report, body: &str, now: DateTime<Utc>) -> Result<Stored, StoreError> {
+        let mut out = self.insert_reports(&[(r, body)], now).await?;
+        Ok(out.pop().unwrap_or(Stored::Duplicate))
+    }
+
+    /// Stores a batch of reports in one transaction (group commit): each is inserted
+    /// unless its id is stored already, merged into its roll-up and its alerts recorded;
+    /// returns, in order, what became of each, after the commit. All or nothing.
+    pub async fn insert_reports(
+        &self,
+        batch: &[(&Report, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO reports (report_id, agent_id, unit_id, sequence, created_at, received_at, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (report_id) DO NOTHING",
-        )
-        .bind(r.report_id.to_string())
-        .bind(&r.agent_id)
-        .bind(&r.unit_id)
-        .bind(i64::try_from(r.sequence).unwrap_or(i64::MAX))
-        .bind(millis(r.created_at))
-        .bind(millis(now))
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
-            self.merge_rollup(&mut tx, r, now).await?;
-            Store::upsert_alerts(&mut tx, &crate::alerts::from_report(r)).await?;
-        }
-        sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
-            .bind(millis(now))
+        let mut out = Vec::with_capacity(batch.len());
+        let mut agents: Vec<&str> = Vec::new();
+        for (r, body) in batch {
+            let done = sqlx::query(
+                "INSERT INTO reports (report_id, agent_id, unit_id, sequence, created_at, received_at, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (report_id) DO NOTHING",
+            )
+            .bind(r.report_id.to_string())
             .bind(&r.agent_id)
+            .bind(&r.unit_id)
+            .bind(i64::try_from(r.sequence).unwrap_or(i64::MAX))
+            .bind(millis(r.created_at))
+            .bind(millis(now))
+            .bind(*body)
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() == 1 {
+                self.merge_rollup(&mut tx, r, now).await?;
+                Store::upsert_alerts(&mut tx, &crate::alerts::from_report(r)).await?;
+                out.push(Stored::New);
+            } else {
+                out.push(Stored::Duplicate);
+            }
+            if !agents.contains(&r.agent_id.as_str()) {
+                agents.push(&r.agent_id);
+            }
+        }
+        for agent in agents {
+            sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+                .bind(millis(now))
+                .bind(agent)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(if done.rows_affected() == 1 {
-            Stored::New
-        } else {
-            Stored::Duplicate
-        })
+        Ok(out)
     }
 
     /// A unit's reports created in `from..to`, oldest first.

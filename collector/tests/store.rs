@@ -263,13 +263,82 @@ async fn roll_ups_made_at_ingest_score_like_the_raw_reports_even_out_of_order() 
             serde_json::to_value(&raw).expect("json"),
             "{backend}: the roll-ups must score exactly like the raw reports"
         );
+        // A whole month is read from a month digest, built on first use and rebuilt when a
+        // late report of that month arrives.
+        let month: kaohe_rubric::Period = "2026-11".parse().expect("month");
+        let later = now + Duration::days(30);
+        let raw_month = |s: Store, extra: usize| async move {
+            let (start, end) = month.bounds(rubric_tz());
+            let reports = s.reports("nx/yc", start, end + Duration::hours(1)).await.expect("raw");
+            assert_eq!(reports.len(), 288 + extra);
+            let unit = s.unit("nx/yc").await.expect("unit").expect("exists");
+            kaohe_rubric::score(&kaohe_rubric::ScoreInput {
+                rubric: &kaohe_rubric::Rubric::default_rubric(),
+                profile: &kaohe_rubric::registry::UnitProfile {
+                    enrolled_at: s.first_enrolments().await.expect("first").remove("nx/yc"),
+                    ..kaohe_collector::rollup::profile_of(&unit)
+                },
+                registry: &s.registry("nx/yc").await.expect("registry"),
+                reports: &reports,
+                period: month,
+                as_of: Some(later),
+            })
+        };
+        for round in 0..2 {
+            let rolled = kaohe_collector::rollup::score_unit(&s, &rubric, "nx/yc", month, later)
+                .await
+                .expect("score");
+            assert_eq!(
+                serde_json::to_value(&rolled).expect("json"),
+                serde_json::to_value(raw_month(s.clone(), 0).await).expect("json"),
+                "{backend}: the month digest scores like the raw reports (round {round})"
+            );
+        }
+        let months: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollup_months")
+            .fetch_one(s.pool())
+            .await
+            .expect("count");
+        assert_eq!(months, 1, "{backend}: the month digest is kept");
+        let mut late = report("nx/yc", "agent-1", 1000);
+        late.created_at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 20, 4, 0, 0)
+            .single()
+            .expect("t");
+        late.checks.isolation = kaohe_rubric::evidence::CheckStatus::Ran;
+        late.isolation.push(kaohe_rubric::evidence::IsolationResult {
+            at: late.created_at,
+            canary: "198.51.100.10".into(),
+            protocol: kaohe_rubric::evidence::IsolationProtocol::Icmp,
+            reached: true,
+            via_interface: None,
+            next_hop: None,
+            error: None,
+        });
+        s.insert_report(&late, &serde_json::to_string(&late).expect("json"), now)
+            .await
+            .expect("late report");
+        let rolled = kaohe_collector::rollup::score_unit(&s, &rubric, "nx/yc", month, later)
+            .await
+            .expect("score");
+        assert_eq!(
+            rolled.reports, 289,
+            "{backend}: the late report is in the rebuilt month digest"
+        );
+        assert_eq!(
+            serde_json::to_value(&rolled).expect("json"),
+            serde_json::to_value(raw_month(s.clone(), 1).await).expect("json"),
+            "{backend}: after a late report the month digest is rebuilt"
+        );
         let digests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollups WHERE unit_id = 'nx/yc'")
             .fetch_one(s.pool())
             .await
             .expect("count");
         assert_eq!(
-            digests, 3,
-            "{backend}: one digest per local day (the first report of day 3 included)"
+            digests, 4,
+            "{backend}: one digest per local day (the first report of day 3 included, and the late report's day)"
         );
     }
+}
+
+fn rubric_tz() -> chrono_tz::Tz {
+    kaohe_rubric::Rubric::default_rubric().timezone
 }

@@ -55,6 +55,19 @@ pub fn digests(reports: &[Report], tz: Tz) -> Vec<Report> {
     by_key.into_values().collect()
 }
 
+/// Combines digests of consecutive days (a month's) into one digest per agent. Scoring
+/// a window that covers all of those days reads the same from it as from the days.
+pub fn combine(days: &[Report], tz: Tz) -> Vec<Report> {
+    let mut sorted: Vec<&Report> = days.iter().collect();
+    sorted.sort_by(|a, b| (&a.agent_id, a.sequence, a.created_at).cmp(&(&b.agent_id, b.sequence, b.created_at)));
+    let mut by_agent: BTreeMap<String, Report> = BTreeMap::new();
+    for d in sorted {
+        let digest = by_agent.entry(d.agent_id.clone()).or_insert_with(|| empty_digest(d));
+        merge(digest, d, tz);
+    }
+    by_agent.into_values().collect()
+}
+
 /// An empty digest for one agent and day.
 pub fn empty_digest(first: &Report) -> Report {
     let mut d = Report::empty(

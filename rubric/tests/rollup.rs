@@ -10,7 +10,7 @@ use kaohe_rubric::evidence::{
 };
 use kaohe_rubric::period::Period;
 use kaohe_rubric::registry::{Registry, UnitProfile};
-use kaohe_rubric::rollup::{digests, report_day};
+use kaohe_rubric::rollup::{combine, digests, report_day};
 use kaohe_rubric::{Rubric, ScoreInput, score};
 use uuid::Uuid;
 
@@ -240,6 +240,17 @@ fn roll_ups_score_exactly_like_the_raw_reports_in_any_merge_order() {
                     "runs compress samples: {samples} of {raw_samples}"
                 );
                 let got = sheet_json(&rubric, &rolled, *period, *as_of);
+                // A month's roll-up: the window's days combined into one digest.
+                let (start, end) = period.bounds(tz);
+                if as_of.is_none() && end - start > Duration::days(1) {
+                    let tail: Vec<Report> = rolled.iter().filter(|r| r.rollup_of == 0).cloned().collect();
+                    let days: Vec<Report> = rolled.iter().filter(|r| r.rollup_of > 0).cloned().collect();
+                    let mut combined = combine(&days, tz);
+                    assert_eq!(combined.len(), 1, "one agent, one combined digest");
+                    combined.extend(tail);
+                    let got = sheet_json(&rubric, &combined, *period, *as_of);
+                    assert!(got == want, "seed {seed}, period {period}: the combined digest scores differently");
+                }
                 if got != want {
                     let line = want.lines().zip(got.lines()).position(|(a, b)| a != b).unwrap_or(0);
                     panic!(
