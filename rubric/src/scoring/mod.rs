@@ -106,6 +106,8 @@ struct Ctx<'a> {
     tz: Tz,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    /// The period is still under way: the window ends at the evaluation time.
+    open_end: bool,
     reports: Vec<&'a Report>,
 }
 
@@ -117,10 +119,6 @@ impl Ctx<'_> {
     /// Whether a check ran in at least one report of the window.
     fn ran(&self, check: impl Fn(&Checks) -> CheckStatus) -> bool {
         self.reports.iter().any(|r| check(&r.checks) == CheckStatus::Ran)
-    }
-
-    fn window_secs(&self) -> i64 {
-        (self.end - self.start).num_seconds().max(0)
     }
 }
 
@@ -144,6 +142,7 @@ pub fn unregistered_devices(
         tz: chrono_tz::UTC,
         start,
         end,
+        open_end: false,
         reports: reports.iter().collect(),
     };
     registry::observed(&ctx)
@@ -183,6 +182,7 @@ pub fn score(input: &ScoreInput<'_>) -> Sheet {
         tz,
         start,
         end,
+        open_end: input.as_of.is_some_and(|t| t < period_end),
         reports,
     };
 

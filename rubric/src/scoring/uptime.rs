@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
-use super::{Ctx, Evidence, Outcome, pct};
+use super::{Ctx, Evidence, LATE_REPORT_GRACE, Outcome, pct};
 use crate::evidence::{ProbeRole, Report};
 use crate::period::{days_in, local_midnight};
 use crate::rubric::{Rubric, Rule, UpstreamRule, UptimeRule};
@@ -194,7 +194,21 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &UptimeRule, max: f64) -> Outcome {
     if !ctx.ran(|c| c.reachability) {
         return Outcome::no_reachability(max);
     }
-    let Some(up) = upstream_up(&ctx.reports, rule, ctx.start, ctx.end) else {
+    // While the period is under way, data of the last hour may still be on its way (a
+    // batch not yet sent, a spool replaying): time after the last sample within that hour
+    // is not counted yet. Older time without data counts as down.
+    let last_sample = ctx
+        .reports
+        .iter()
+        .flat_map(|r| r.probes.samples.iter())
+        .filter(|s| s.role == ProbeRole::Upstream && s.at < ctx.end)
+        .map(|s| s.last_at())
+        .max();
+    let end = match last_sample {
+        Some(last) if ctx.open_end => ctx.end.min(last.max(ctx.end - LATE_REPORT_GRACE)).max(ctx.start),
+        _ => ctx.end,
+    };
+    let Some(up) = upstream_up(&ctx.reports, rule, ctx.start, end) else {
         let mut out = Outcome::default();
         out.deduct(
             max,
@@ -206,13 +220,15 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &UptimeRule, max: f64) -> Outcome {
         );
         return out;
     };
-    let window = ctx.window_secs();
-    let up_secs = up.total().num_seconds().min(window);
-    let ratio = if window > 0 {
-        up_secs as f64 / window as f64
+    // Milliseconds, so that a short window is not rounded by whole seconds.
+    let window_ms = (end - ctx.start).num_milliseconds().max(0);
+    let up_ms = up.total().num_milliseconds().min(window_ms);
+    let ratio = if window_ms > 0 {
+        up_ms as f64 / window_ms as f64
     } else {
-        0.0
+        1.0
     };
+    let (up_secs, window) = (up_ms / 1000, window_ms / 1000);
     let factor = ((ratio - rule.zero_at) / (rule.full_at - rule.zero_at)).clamp(0.0, 1.0);
     let mut out = Outcome::default();
     if factor < 1.0 {
@@ -221,7 +237,7 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &UptimeRule, max: f64) -> Outcome {
             up_secs,
             window_secs: window,
         }];
-        let mut gaps = up.gaps(ctx.start, ctx.end);
+        let mut gaps = up.gaps(ctx.start, end);
         gaps.sort_by_key(|(a, b)| std::cmp::Reverse(*b - *a));
         let total_gaps = gaps.len();
         evidence.extend(
