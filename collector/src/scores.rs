@@ -255,7 +255,8 @@ pub struct RankRow {
     pub last_seen: Option<i64>,
 }
 
-/// A city's or county's roll-up: the mean of the units in its subtree that are scored.
+/// A city's or county's roll-up: the mean of the units in its subtree (itself included)
+/// that have reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rollup {
     pub unit: Unit,
@@ -287,6 +288,9 @@ pub async fn ranking(
         entries.entry(e.unit_id.clone()).or_default().push(e);
     }
     let seen: HashMap<String, i64> = store.last_seen_by_unit().await?.into_iter().collect();
+    // The province (the department itself) is the assessor, not a unit ranked.
+    let units: Vec<Unit> = units.iter().filter(|u| u.kind != "province").cloned().collect();
+    let units = &units[..];
     let sheets = crate::rollup::score_units(store, rubric, units, period, now).await?;
     let mut rows: Vec<RankRow> = Vec::with_capacity(units.len());
     for (unit, auto) in units.iter().zip(sheets) {
@@ -330,15 +334,20 @@ pub async fn ranking(
 fn rollups(rows: &[RankRow]) -> Vec<Rollup> {
     let by_id: HashMap<&str, &Unit> = rows.iter().map(|r| (r.unit.id.as_str(), &r.unit)).collect();
     let mut acc: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
+    // Units that never reported (no agent yet) are listed in the ranking, but a roll-up is
+    // the mean of the units that are observed; a city with none yet is listed with 0 units.
     for r in rows {
+        let reported = r.last_seen.is_some();
         // Credit the unit itself and each ancestor that is a city or county.
         let mut at = Some(&r.unit);
         while let Some(u) = at {
             if matches!(u.kind.as_str(), "city" | "county") {
                 let a = acc.entry(u.id.as_str()).or_default();
-                a.0 += 1;
-                a.1 += r.auto_total;
-                a.2 += r.total;
+                if reported {
+                    a.0 += 1;
+                    a.1 += r.auto_total;
+                    a.2 += r.total;
+                }
             }
             at = u.parent.as_deref().and_then(|p| by_id.get(p).copied());
         }
@@ -348,8 +357,8 @@ fn rollups(rows: &[RankRow]) -> Vec<Rollup> {
             Some(Rollup {
                 unit: (*by_id.get(id)?).clone(),
                 units: n,
-                mean_auto_total: round2(auto / n as f64),
-                mean_total: round2(total / n as f64),
+                mean_auto_total: round2(auto / n.max(1) as f64),
+                mean_total: round2(total / n.max(1) as f64),
             })
         })
         .collect()

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
@@ -33,6 +33,24 @@ use crate::period::local_day;
 
 /// The timer slack a run tolerates between samples, beyond the probe interval.
 const RUN_SLACK: Duration = Duration::seconds(1);
+
+/// How far runs and clean isolation stretches may reach in a digest: within a local day
+/// (day digests, which windows may start or end between) or within a local month (month
+/// digests, read only for windows that cover the month whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Day,
+    Month,
+}
+
+/// The stretch of time `t` falls in, for [`Reach`].
+fn stretch(t: DateTime<Utc>, tz: Tz, reach: Reach) -> (i32, u32, u32) {
+    let d = local_day(t, tz);
+    match reach {
+        Reach::Day => (d.year(), d.month(), d.day()),
+        Reach::Month => (d.year(), d.month(), 0),
+    }
+}
 
 /// The local day a report belongs to (by its creation time).
 pub fn report_day(report: &Report, tz: Tz) -> NaiveDate {
@@ -59,11 +77,12 @@ pub fn digests(reports: &[Report], tz: Tz) -> Vec<Report> {
 /// a window that covers all of those days reads the same from it as from the days.
 pub fn combine(days: &[Report], tz: Tz) -> Vec<Report> {
     let mut sorted: Vec<&Report> = days.iter().collect();
-    sorted.sort_by(|a, b| (&a.agent_id, a.sequence, a.created_at).cmp(&(&b.agent_id, b.sequence, b.created_at)));
+    // Day order: an agent whose sequence restarted (state lost) still combines whole.
+    sorted.sort_by(|a, b| (&a.agent_id, a.created_at, a.sequence).cmp(&(&b.agent_id, b.created_at, b.sequence)));
     let mut by_agent: BTreeMap<String, Report> = BTreeMap::new();
     for d in sorted {
         let digest = by_agent.entry(d.agent_id.clone()).or_insert_with(|| empty_digest(d));
-        merge(digest, d, tz);
+        merge_in_order(digest, d, tz, Reach::Month);
     }
     by_agent.into_values().collect()
 }
@@ -88,10 +107,16 @@ pub fn empty_digest(first: &Report) -> Report {
 /// caller rebuilds the digest from the day's reports in order ([`digests`]), because
 /// the compression of clean isolation rounds holds only for appending.
 pub fn merge(digest: &mut Report, report: &Report, tz: Tz) -> bool {
-    let first = digest.rollup_of == 0;
-    if !first && report.sequence <= digest.sequence {
+    if digest.rollup_of != 0 && report.sequence <= digest.sequence {
         return false;
     }
+    merge_in_order(digest, report, tz, Reach::Day);
+    true
+}
+
+/// Merges `report`, known to come after everything in `digest`.
+fn merge_in_order(digest: &mut Report, report: &Report, tz: Tz, reach: Reach) {
+    let first = digest.rollup_of == 0;
     digest.host = report.host.clone();
     digest.checks = merge_checks(&digest.checks, &report.checks);
     digest.created_at = if first {
@@ -104,9 +129,9 @@ pub fn merge(digest: &mut Report, report: &Report, tz: Tz) -> bool {
     digest.rollup_of += report.rollup_of.max(1);
     digest.probes.interval_secs = digest.probes.interval_secs.max(report.probes.interval_secs);
 
-    merge_samples(digest, report, tz);
+    merge_samples(digest, report, tz, reach);
     merge_outages(digest, report);
-    merge_isolation(digest, report, tz);
+    merge_isolation(digest, report, tz, reach);
     merge_self_check(digest, report);
     merge_inventory(digest, report);
     for s in &report.services {
@@ -132,7 +157,6 @@ pub fn merge(digest: &mut Report, report: &Report, tz: Tz) -> bool {
             digest.problems.push(p.clone());
         }
     }
-    true
 }
 
 /// `b` is the newer report's: a check that ran in either ran, else `b` says.
@@ -155,7 +179,7 @@ fn merge_checks(a: &Checks, b: &Checks) -> Checks {
     }
 }
 
-fn merge_samples(digest: &mut Report, report: &Report, tz: Tz) {
+fn merge_samples(digest: &mut Report, report: &Report, tz: Tz, reach: Reach) {
     let interval = report.probes.interval_secs.max(1);
     let mut all: Vec<ProbeSample> = std::mem::take(&mut digest.probes.samples);
     all.extend(report.probes.samples.iter().map(|s| {
@@ -180,7 +204,7 @@ fn merge_samples(digest: &mut Report, report: &Report, tz: Tz) {
     let mut out: Vec<ProbeSample> = Vec::with_capacity(all.len());
     for s in all {
         if let Some(prev) = out.last_mut()
-            && joins(prev, &s, tz)
+            && joins(prev, &s, tz, reach)
         {
             let (Some(p), Some(n)) = (prev.run.as_mut(), s.run) else {
                 continue;
@@ -196,7 +220,7 @@ fn merge_samples(digest: &mut Report, report: &Report, tz: Tz) {
 }
 
 /// Whether `next` continues the run `prev` (sorted by target, then time).
-fn joins(prev: &ProbeSample, next: &ProbeSample, tz: Tz) -> bool {
+fn joins(prev: &ProbeSample, next: &ProbeSample, tz: Tz, reach: Reach) -> bool {
     let (Some(p), Some(n)) = (prev.run, next.run) else {
         return false;
     };
@@ -207,7 +231,7 @@ fn joins(prev: &ProbeSample, next: &ProbeSample, tz: Tz) -> bool {
         && p.interval_secs == n.interval_secs
         && next.at >= p.last
         && next.at - p.last <= Duration::seconds(i64::from(p.interval_secs)) + RUN_SLACK
-        && local_day(prev.at, tz) == local_day(n.last, tz)
+        && stretch(prev.at, tz, reach) == stretch(n.last, tz, reach)
 }
 
 fn merge_outages(digest: &mut Report, report: &Report) {
@@ -230,7 +254,7 @@ fn merge_outages(digest: &mut Report, report: &Report) {
         .sort_by(|a, b| (a.start, &a.target).cmp(&(b.start, &b.target)));
 }
 
-fn merge_isolation(digest: &mut Report, report: &Report, tz: Tz) {
+fn merge_isolation(digest: &mut Report, report: &Report, tz: Tz, reach: Reach) {
     let mut rounds: BTreeMap<DateTime<Utc>, Vec<IsolationResult>> = BTreeMap::new();
     for r in digest.isolation.drain(..).chain(report.isolation.iter().cloned()) {
         let round = rounds.entry(r.at).or_default();
@@ -243,8 +267,8 @@ fn merge_isolation(digest: &mut Report, report: &Report, tz: Tz) {
     let mut out = Vec::new();
     for i in 0..rounds.len() {
         if clean(i) {
-            let day = local_day(rounds[i].0, tz);
-            let same_stretch = |j: usize| clean(j) && local_day(rounds[j].0, tz) == day;
+            let here = stretch(rounds[i].0, tz, reach);
+            let same_stretch = |j: usize| clean(j) && stretch(rounds[j].0, tz, reach) == here;
             let inner = i > 0 && same_stretch(i - 1) && i + 1 < rounds.len() && same_stretch(i + 1);
             if inner {
                 continue;

@@ -170,8 +170,13 @@ pub fn daily_availability(
     let mut probed: BTreeSet<NaiveDate> = BTreeSet::new();
     for s in reports.iter().flat_map(|r| r.probes.samples.iter()) {
         if s.role == ProbeRole::Upstream && s.last_at() >= start && s.at < end {
-            probed.insert(s.at.max(start).with_timezone(&tz).date_naive());
-            probed.insert(s.last_at().min(end).with_timezone(&tz).date_naive());
+            // A run of a month digest may span many days: each of them was probed.
+            let mut day = s.at.max(start).with_timezone(&tz).date_naive();
+            let last = s.last_at().min(end).with_timezone(&tz).date_naive();
+            while day <= last {
+                probed.insert(day);
+                day = day + chrono::Days::new(1);
+            }
         }
     }
     days_in(start, end, tz)
