@@ -214,7 +214,7 @@ impl Store {
     }
 }
 
-/// Pushes new alerts to `url` as they appear: every few seconds, up to 50 at a time, as
+/// Pushes new alerts to `url` as they appear: every 2 seconds, up to 50 at a time, as
 /// `{"alerts": [Alert…]}`. A failed push is retried later (the alerts are given back).
 pub async fn webhook_loop(store: Store, url: String) {
     let client = match reqwest::Client::builder()
@@ -227,7 +227,7 @@ pub async fn webhook_loop(store: Store, url: String) {
             return;
         }
     };
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         tick.tick().await;
         let alerts = match store.claim_unnotified_alerts(Utc::now(), 50).await {

@@ -281,6 +281,10 @@ async fn two_collectors_on_one_postgresql_store_each_report_once_and_score_alike
 
 /// Another collector process on an existing database (units already there).
 async fn start_more(test: &str, database_url: String) -> Running {
+    start_with(test, database_url, None).await
+}
+
+async fn start_with(test: &str, database_url: String, webhook_url: Option<String>) -> Running {
     let dir = std::env::temp_dir().join(format!("kaohe-api-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -295,6 +299,7 @@ async fn start_more(test: &str, database_url: String) -> Running {
         database_url: Some(database_url),
         max_body_kib: 64,
         agent_reports_per_minute: 20,
+        webhook_url,
         ..CollectorConfig::default()
     };
     let (store, _) = kaohe_collector::serve::prepare(&config).await.expect("prepare");
@@ -321,5 +326,100 @@ async fn start_more(test: &str, database_url: String) -> Running {
         store,
         stop: Some(tx),
         dir,
+    }
+}
+
+/// A webhook receiver on loopback that answers 500 to its first push, then 200.
+async fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(u16, serde_json::Value)>>>) {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<(u16, serde_json::Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let g = g.clone();
+            async move {
+                let mut v = g.lock().expect("lock");
+                let status = if v.is_empty() { 500 } else { 200 };
+                v.push((status, serde_json::from_str(&body).unwrap_or_default()));
+                axum::http::StatusCode::from_u16(status).expect("status")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolation_breach_raises_an_alert_pushed_to_the_webhook_once_retried_after_a_failure() {
+    for (backend, url) in common::database_urls("webhook").await {
+        let (hook, got) = webhook().await;
+        let r = start_with(&format!("webhook-{backend}"), url, Some(hook)).await;
+        for (id, parent) in [("nx", None), ("nx/a", Some("nx"))] {
+            r.store
+                .add_unit(&Unit {
+                    id: id.into(),
+                    name: id.into(),
+                    parent: parent.map(str::to_string),
+                    kind: "county".into(),
+                    maintainer: None,
+                    responder: None,
+                    enrolled: None,
+                })
+                .await
+                .expect("unit");
+        }
+        let (agent, credential) = enrol(&r, "nx/a").await;
+        let breach = |seq: u64| {
+            let mut rep = report("nx/a", &agent, seq);
+            rep.isolation.push(kaohe_rubric::evidence::IsolationResult {
+                at: Utc::now(),
+                canary: "198.51.100.10".into(),
+                protocol: kaohe_rubric::evidence::IsolationProtocol::Tcp,
+                reached: true,
+                via_interface: Some("eth1".into()),
+                next_hop: None,
+                error: None,
+            });
+            serde_json::to_string(&rep).expect("json")
+        };
+        assert_eq!(post(&r, Some(&credential), breach(1)).await.0, 200, "{backend}");
+        // Pushed within a few ticks: first refused (500), then delivered.
+        let mut delivered = false;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if got.lock().expect("lock").iter().any(|(status, _)| *status == 200) {
+                delivered = true;
+                break;
+            }
+        }
+        assert!(
+            delivered,
+            "{backend}: the alert reached the webhook: {:?}",
+            got.lock().expect("lock")
+        );
+        // The same breach again: the alert is updated, not pushed a second time.
+        assert_eq!(post(&r, Some(&credential), breach(2)).await.0, 200, "{backend}");
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let pushes = got.lock().expect("lock").clone();
+        assert_eq!(
+            pushes.len(),
+            2,
+            "{backend}: one failed push and one retry, no more: {pushes:?}"
+        );
+        let alert = &pushes[1].1["alerts"][0];
+        assert_eq!(alert["unit_id"], "nx/a", "{backend}");
+        assert_eq!(alert["kind"], "isolation_breach", "{backend}");
+        let detail = alert["detail"].as_str().unwrap_or("");
+        assert!(
+            detail.contains("可访问互联网") && detail.contains("198.51.100.10"),
+            "{detail}"
+        );
+        let open = r.store.open_alerts(None, Utc::now()).await.expect("alerts");
+        assert_eq!(open.len(), 1, "{backend}: one open alert for the breach");
     }
 }
