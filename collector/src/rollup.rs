@@ -278,6 +278,49 @@ impl Store {
         Ok(out)
     }
 
+    /// Builds the month digests that are missing or stale for the whole months of
+    /// `start..end` (all units), so that scoring does not pay for them; returns how many.
+    pub async fn build_missing_months(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<usize, StoreError> {
+        let (first, last) = day_range(start, end, self.timezone());
+        let Some((m1, m2)) = whole_months(first, last) else {
+            return Ok(0);
+        };
+        let m_last = next_month(m2).pred_opt().unwrap_or(m2);
+        let expected = sqlx::query(
+            "SELECT unit_id, agent_id, SUBSTR(day, 1, 7) AS month, CAST(SUM(reports) AS BIGINT) AS n FROM rollups \
+             WHERE day >= $1 AND day <= $2 GROUP BY unit_id, agent_id, SUBSTR(day, 1, 7)",
+        )
+        .bind(m1.to_string())
+        .bind(m_last.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        let rows = sqlx::query(
+            "SELECT unit_id, agent_id, month, reports FROM rollup_months WHERE month >= $1 AND month <= $2",
+        )
+        .bind(month_key(m1))
+        .bind(month_key(m2))
+        .fetch_all(self.pool())
+        .await?;
+        let mut have: HashMap<(String, String, String), i64> = HashMap::new();
+        for row in rows {
+            have.insert(
+                (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?),
+                row.try_get("reports")?,
+            );
+        }
+        let mut built = 0;
+        for row in expected {
+            let key: (String, String, String) =
+                (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?);
+            let n: i64 = row.try_get("n")?;
+            if have.get(&key) != Some(&n) {
+                self.build_month(&key.0, &key.1, &key.2).await?;
+                built += 1;
+            }
+        }
+        Ok(built)
+    }
+
     /// Combines an agent's day digests of one month ("2026-03") into its month digest,
     /// stores it and returns its body.
     async fn build_month(&self, unit: &str, agent: &str, month: &str) -> Result<String, StoreError> {
@@ -436,4 +479,23 @@ pub async fn score_units(
             .collect::<Vec<_>>()
     });
     Ok(sheets)
+}
+
+/// Keeps the month digests of the last 13 months built: at start, then every hour.
+pub async fn month_builder(store: Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now = Utc::now();
+        let started = std::time::Instant::now();
+        match store.build_missing_months(now - Duration::days(400), now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                months = n,
+                secs = started.elapsed().as_secs_f64(),
+                "month digests built"
+            ),
+            Err(e) => tracing::warn!(error = %e, "month digests could not be built; scoring builds them when needed"),
+        }
+    }
 }

@@ -50,6 +50,7 @@ pub async fn serve(
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_chain_file(&files.chain, &files.key)
         .await
         .map_err(|e| format!("无法加载证书 (cannot load the certificate): {e}"))?;
+    tokio::spawn(crate::rollup::month_builder(store.clone()));
     if let Some(url) = config.webhook_url.clone() {
         tokio::spawn(crate::alerts::webhook_loop(store.clone(), url));
     }

@@ -284,6 +284,17 @@ async fn roll_ups_made_at_ingest_score_like_the_raw_reports_even_out_of_order() 
                 as_of: Some(later),
             })
         };
+        let (m_start, _) = month.bounds(rubric_tz());
+        assert_eq!(
+            s.build_missing_months(m_start, later).await.expect("build"),
+            1,
+            "{backend}: the background builder makes November's digest"
+        );
+        assert_eq!(
+            s.build_missing_months(m_start, later).await.expect("build"),
+            0,
+            "{backend}: and not again while it is current"
+        );
         for round in 0..2 {
             let rolled = kaohe_collector::rollup::score_unit(&s, &rubric, "nx/yc", month, later)
                 .await
