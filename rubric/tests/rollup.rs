@@ -249,7 +249,10 @@ fn roll_ups_score_exactly_like_the_raw_reports_in_any_merge_order() {
                     assert_eq!(combined.len(), 1, "one agent, one combined digest");
                     combined.extend(tail);
                     let got = sheet_json(&rubric, &combined, *period, *as_of);
-                    assert!(got == want, "seed {seed}, period {period}: the combined digest scores differently");
+                    assert!(
+                        got == want,
+                        "seed {seed}, period {period}: the combined digest scores differently"
+                    );
                 }
                 if got != want {
                     let line = want.lines().zip(got.lines()).position(|(a, b)| a != b).unwrap_or(0);
