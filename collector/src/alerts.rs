@@ -53,7 +53,7 @@ pub struct Alert {
 }
 
 /// The alerts one report raises.
-pub fn from_report(r: &Report) -> Vec<Alert> {
+pub fn from_report(r: &Report, tz: chrono_tz::Tz) -> Vec<Alert> {
     let mut out = Vec::new();
     let alert = |kind: AlertKind, key: String, at: DateTime<Utc>, detail: String| Alert {
         unit_id: r.unit_id.clone(),
@@ -105,7 +105,7 @@ pub fn from_report(r: &Report) -> Vec<Alert> {
             i.at,
             format!(
                 "专网局域网于 {} 可访问互联网探测点 {} ({:?}{})",
-                i.at.with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M"),
+                i.at.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
                 i.canary,
                 i.protocol,
                 i.via_interface
@@ -145,7 +145,9 @@ impl Store {
                 "INSERT INTO alerts (unit_id, key, kind, first_seen, last_seen, detail) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (unit_id, key) DO UPDATE SET \
                  last_seen = CASE WHEN excluded.last_seen > alerts.last_seen THEN excluded.last_seen ELSE alerts.last_seen END, \
-                 first_seen = CASE WHEN excluded.first_seen < alerts.first_seen THEN excluded.first_seen ELSE alerts.first_seen END, \
+                 first_seen = CASE WHEN alerts.last_seen < excluded.first_seen - $7 THEN excluded.first_seen \
+                     WHEN excluded.first_seen < alerts.first_seen THEN excluded.first_seen ELSE alerts.first_seen END, \
+                 notified_at = CASE WHEN alerts.last_seen < excluded.first_seen - $7 THEN NULL ELSE alerts.notified_at END, \
                  detail = excluded.detail",
             )
             .bind(&a.unit_id)
@@ -154,6 +156,8 @@ impl Store {
             .bind(millis(a.first_seen))
             .bind(millis(a.last_seen))
             .bind(&a.detail)
+            // Seen again after it had closed: a new occurrence, pushed again.
+            .bind(OPEN_FOR.num_milliseconds())
             .execute(&mut **tx)
             .await?;
         }

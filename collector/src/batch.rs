@@ -15,7 +15,7 @@ use chrono::Utc;
 use kaohe_rubric::Report;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Backend, Store, Stored};
+use crate::store::{Backend, Store, StoreError, Stored};
 
 /// The most reports one transaction takes.
 const MAX_BATCH: usize = 256;
@@ -79,36 +79,56 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        jobs.sort_by(|a, b| {
-            (&a.report.unit_id, &a.report.agent_id, a.report.sequence).cmp(&(
-                &b.report.unit_id,
-                &b.report.agent_id,
-                b.report.sequence,
-            ))
-        });
-        let now = Utc::now();
-        let batch: Vec<(&Report, &str)> = jobs.iter().map(|j| (&j.report, j.body.as_str())).collect();
-        match store.insert_reports(&batch, now).await {
-            Ok(results) => {
-                for (job, stored) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(stored));
-                }
+        // In a task of its own, so that a panic while storing fails this batch (its
+        // agents get 503 and retry) and not the writer.
+        if let Err(e) = tokio::spawn(store_batch(store.clone(), jobs)).await {
+            tracing::error!(error = %e, "a batch of reports failed; its agents will retry");
+        }
+    }
+}
+
+async fn store_batch(store: Store, mut jobs: Vec<Job>) {
+    jobs.sort_by(|a, b| {
+        (&a.report.unit_id, &a.report.agent_id, a.report.sequence).cmp(&(
+            &b.report.unit_id,
+            &b.report.agent_id,
+            b.report.sequence,
+        ))
+    });
+    let now = Utc::now();
+    let batch: Vec<(&Report, &str)> = jobs.iter().map(|j| (&j.report, j.body.as_str())).collect();
+    match store.insert_reports(&batch, now).await {
+        Ok(results) => {
+            for (job, stored) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(Ok(stored));
             }
-            Err(e) if jobs.len() > 1 => {
-                tracing::warn!(error = %e, reports = jobs.len(), "batch not stored; storing its reports one by one");
-                for job in jobs {
-                    let r = store
-                        .insert_report(&job.report, &job.body, Utc::now())
-                        .await
-                        .map_err(|e| e.to_string());
-                    let _ = job.reply.send(r);
-                }
+        }
+        // A report that breaks the batch: store the others one by one. Not when the
+        // database itself is away — then every one would wait for it again.
+        Err(e) if jobs.len() > 1 && !unreachable(&e) => {
+            tracing::warn!(error = %e, reports = jobs.len(), "batch not stored; storing its reports one by one");
+            for job in jobs {
+                let r = store
+                    .insert_report(&job.report, &job.body, Utc::now())
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = job.reply.send(r);
             }
-            Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.to_string()));
-                }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, reports = jobs.len(), "batch not stored; agents will retry");
+            for job in jobs {
+                let _ = job.reply.send(Err(e.to_string()));
             }
         }
     }
+}
+
+/// Whether the error says the database cannot be reached (rather than that a statement
+/// failed).
+fn unreachable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+    )
 }

@@ -142,6 +142,13 @@ async fn ingest(State(s): State<Arc<AppState>>, headers: HeaderMap, body: String
         }
         Err(e) => return reject(StatusCode::UNPROCESSABLE_ENTITY, "报告内容错误", &e.to_string()),
     };
+    if let Some(field) = report.rollup_fields() {
+        return reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "报告含有仅供采集中心汇总使用的字段",
+            &format!("the report carries `{field}`, which only the collector's roll-ups may have"),
+        );
+    }
     if report.agent_id != agent.id || report.unit_id != agent.unit_id {
         tracing::warn!(agent = %agent.id, claimed_unit = %report.unit_id, "report names another agent or unit");
         return reject(

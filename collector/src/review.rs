@@ -107,6 +107,9 @@ pub fn validate(rubric: &Rubric, e: &NewEntry, now: DateTime<Utc>) -> Result<(),
     }
     match e.kind {
         EntryKind::Review => {
+            if e.expires_at.is_some() {
+                return Err("评审分不设到期日, 到期日只用于人工改分和豁免 (a review takes no expiry)".into());
+            }
             let max = item.reviewer_points();
             if item.scoring == Scoring::Auto || max <= 0.0 {
                 return Err(format!(

@@ -161,10 +161,12 @@ impl Store {
                 reports.extend(parse(&b, "report"));
             }
             let mut tx = self.pool().begin().await?;
-            sqlx::query("DELETE FROM rollups WHERE agent_id = $1")
-                .bind(&agent)
-                .execute(&mut *tx)
-                .await?;
+            for table in ["rollups", "rollup_months"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE agent_id = $1")))
+                    .bind(&agent)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for d in roll_up(&reports, tz) {
                 let body = serde_json::to_string(&d).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 sqlx::query(
@@ -473,11 +475,20 @@ pub async fn score_units(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect::<Vec<_>>()
-    });
+        let mut all = Vec::with_capacity(inputs.len());
+        for h in handles {
+            // A panic in the engine must not shift the other units' sheets.
+            all.extend(h.join().map_err(|_| {
+                StoreError::Invalid("评分引擎内部错误, 详见日志 (the scoring engine failed; see the log)".into())
+            })?);
+        }
+        Ok::<_, StoreError>(all)
+    })?;
+    if sheets.len() != units.len() {
+        return Err(StoreError::Invalid(
+            "评分结果与单位数不符 (sheets do not match units)".into(),
+        ));
+    }
     Ok(sheets)
 }
 

@@ -137,19 +137,15 @@ pub fn full_sheet(rubric: &Rubric, auto: Sheet, entries: &[ManualEntry], now: Da
         let auto_score = engine.and_then(|i| i.score).filter(|_| item.rule.is_some());
         let mut status = FinalStatus::Final;
         let mut auto_part = auto_score.unwrap_or(0.0);
-        // A waiver or override newer than the other decides; expired ones are listed only.
-        let exception = [latest(EntryKind::Waiver), latest(EntryKind::Override)]
-            .into_iter()
-            .flatten()
-            .filter(|e| {
-                if e.expired(now) {
-                    expired.push((*e).clone());
-                    false
-                } else {
-                    true
-                }
-            })
-            .max_by_key(|e| e.created_at);
+        // The newest override or waiver still in force decides; expired ones are listed.
+        for e in mine.iter().filter(|e| e.kind != EntryKind::Review && e.expired(now)) {
+            expired.push((*e).clone());
+        }
+        let exception = mine
+            .iter()
+            .rev()
+            .find(|e| e.kind != EntryKind::Review && !e.expired(now))
+            .copied();
         if let Some(e) = exception {
             match e.kind {
                 EntryKind::Waiver => {
@@ -167,11 +163,12 @@ pub fn full_sheet(rubric: &Rubric, auto: Sheet, entries: &[ManualEntry], now: Da
         let mut pending = 0.0;
         let review_score = if review_max > 0.0 {
             match review {
+                // A waived item is not assessed: full points, whatever a review said.
+                _ if status == FinalStatus::Waived => Some(review_max),
                 Some(r) => {
                     in_force.push(r.clone());
                     r.score.map(|s| s.min(review_max))
                 }
-                None if status == FinalStatus::Waived => Some(review_max),
                 None => {
                     pending = review_max;
                     if status == FinalStatus::Final {
@@ -362,4 +359,79 @@ fn rollups(rows: &[RankRow]) -> Vec<Rollup> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use kaohe_rubric::registry::{Registry, UnitProfile};
+    use kaohe_rubric::scoring::{ScoreInput, score};
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn entry(kind: EntryKind, score: Option<f64>, created: u32, expires: Option<u32>) -> ManualEntry {
+        ManualEntry {
+            id: format!("{kind:?}{created}"),
+            unit_id: "u".into(),
+            period: "2026".into(),
+            item_id: "三.1".into(),
+            kind,
+            score,
+            reviewer: "李评审".into(),
+            note: "n".into(),
+            expires_at: expires.map(at),
+            created_at: at(created),
+        }
+    }
+
+    fn item(entries: &[ManualEntry], now: DateTime<Utc>) -> FullItem {
+        let rubric = Rubric::default_rubric();
+        let auto = score(&ScoreInput {
+            rubric: &rubric,
+            profile: &UnitProfile::bare("u"),
+            registry: &Registry::default(),
+            reports: &[],
+            period: "2026-11".parse().unwrap_or(Period::Year { year: 2026 }),
+            as_of: Some(now),
+        });
+        let sheet = full_sheet(&rubric, auto, entries, now);
+        sheet
+            .items
+            .into_iter()
+            .find(|i| i.id == "三.1")
+            .unwrap_or_else(|| panic!("三.1"))
+    }
+
+    #[test]
+    fn a_waiver_gives_the_whole_item_even_over_an_older_low_review() {
+        let i = item(
+            &[
+                entry(EntryKind::Review, Some(0.0), 1, None),
+                entry(EntryKind::Waiver, None, 2, Some(30)),
+            ],
+            at(3),
+        );
+        assert_eq!(i.status, FinalStatus::Waived);
+        assert_eq!(i.score, f64::from(i.points), "{i:#?}");
+        assert_eq!(i.auto_score, Some(0.0), "the automatic score stays beside the waiver");
+    }
+
+    #[test]
+    fn an_expired_override_gives_way_to_an_older_waiver_still_in_force() {
+        let i = item(
+            &[
+                entry(EntryKind::Waiver, None, 1, Some(30)),
+                entry(EntryKind::Override, Some(1.0), 2, Some(3)),
+            ],
+            at(4),
+        );
+        assert_eq!(i.status, FinalStatus::Waived, "{i:#?}");
+        assert_eq!(i.expired.len(), 1);
+        assert_eq!(i.expired[0].kind, EntryKind::Override);
+    }
 }

@@ -31,10 +31,9 @@ pub async fn prepare(config: &CollectorConfig) -> Result<(Store, String), String
         tls::Made::Nothing => {}
     }
     let rubric = crate::offline::load_rubric(config.rubric.as_deref()).map_err(|e| e.to_string())?;
-    let store = Store::open(&config.database_url())
+    let store = Store::open_with(&config.database_url(), rubric.timezone)
         .await
-        .map_err(|e| e.to_string())?
-        .with_timezone(rubric.timezone);
+        .map_err(|e| e.to_string())?;
     Ok((store, fingerprint))
 }
 

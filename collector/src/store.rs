@@ -284,6 +284,12 @@ impl Store {
     /// Opens (creating, for SQLite) the database at `url` and applies pending migrations.
     /// `sqlite://PATH` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, kaohe_rubric::Rubric::default_rubric().timezone).await
+    }
+
+    /// As [`Store::open`], with the time zone whose days the roll-ups follow (the
+    /// rubric's), also for roll-ups a migration builds.
+    pub async fn open_with(url: &str, tz: chrono_tz::Tz) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -313,11 +319,7 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store {
-            pool,
-            backend,
-            tz: kaohe_rubric::Rubric::default_rubric().timezone,
-        };
+        let store = Store { pool, backend, tz };
         store.migrate().await?;
         Ok(store)
     }
@@ -559,7 +561,7 @@ impl Store {
             .await?;
             if done.rows_affected() == 1 {
                 self.merge_rollup(&mut tx, r, now).await?;
-                Store::upsert_alerts(&mut tx, &crate::alerts::from_report(r)).await?;
+                Store::upsert_alerts(&mut tx, &crate::alerts::from_report(r, self.tz)).await?;
                 out.push(Stored::New);
             } else {
                 out.push(Stored::Duplicate);

@@ -143,6 +143,17 @@ async fn ingest_stores_once_and_refuses_bad_input_clearly_without_storing_it() {
                 "与凭据不符",
             ),
             (
+                "a report passing itself off as a roll-up",
+                Some(&cred_a),
+                {
+                    let mut fake = report("nx/a", &agent_a, 3);
+                    fake.rollup_of = 4_611_686_018_427_387_904;
+                    serde_json::to_string(&fake).expect("json")
+                },
+                422,
+                "rollup_of",
+            ),
+            (
                 "oversized body",
                 Some(&cred_a),
                 format!("{{\"pad\": \"{}\"}}", "x".repeat(80 * 1024)),

@@ -234,14 +234,14 @@ impl Browser {
     }
 }
 
-/// `kaohe_session=…` from a response's Set-Cookie, checking its attributes.
+/// `__Host-kaohe_session=…` from a response's Set-Cookie, checking its attributes.
 fn session_cookie(page: &Page) -> Option<String> {
     let set = page
         .headers
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("kaohe_session=") && !v.starts_with("kaohe_session=;"))?;
+        .find(|v| v.starts_with("__Host-kaohe_session=") && !v.starts_with("__Host-kaohe_session=;"))?;
     assert!(
         set.contains("HttpOnly") && set.contains("Secure") && set.contains("SameSite=Strict"),
         "session cookie attributes: {set}"

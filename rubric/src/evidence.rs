@@ -475,6 +475,19 @@ impl Report {
         })
     }
 
+    /// Fields only the collector's roll-ups carry (`rollup_of`, a sample's `run`): an
+    /// agent's report with them is refused, so that no agent can pass off a digest.
+    pub fn rollup_fields(&self) -> Option<&'static str> {
+        if self.rollup_of != 0 {
+            return Some("rollup_of");
+        }
+        self.probes
+            .samples
+            .iter()
+            .any(|s| s.run.is_some())
+            .then_some("probes.samples[].run")
+    }
+
     /// Reads a file's worth of reports: one report object, or an array of them.
     pub fn many_from_json(text: &str) -> Result<Vec<Report>, EvidenceError> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| EvidenceError::Json(e.to_string()))?;

@@ -32,7 +32,7 @@ pub enum Period {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "无效的期间 `{0}`; 应为 2026、2026-Q4、2026-11、2026-11-02 或 2026-11-01..2026-11-07 (invalid period: expected YEAR, YEAR-Qn, YEAR-MM, DAY or DAY..DAY)"
+    "无效的期间 `{0}`; 应为 2026、2026-Q4、2026-11、2026-11-02 或 2026-11-01..2026-11-07, 年份 1970–2200, 日期范围最长 366 天 (invalid period: expected YEAR, YEAR-Qn, YEAR-MM, DAY or DAY..DAY; years 1970-2200, a range of at most 366 days)"
 )]
 pub struct PeriodError(pub String);
 
@@ -42,18 +42,34 @@ impl FromStr for Period {
     fn from_str(s: &str) -> Result<Period, PeriodError> {
         let bad = || PeriodError(s.to_string());
         let t = s.trim();
+        // Four-digit years in a sane range only: a period comes from users (URLs, CLI), and
+        // chrono alone would take "+262143-12-31".
+        let year_ok = |y: &str| {
+            y.len() == 4
+                && y.chars().all(|c| c.is_ascii_digit())
+                && y.parse::<i32>().is_ok_and(|y| (1970..=2200).contains(&y))
+        };
+        let date = |d: &str| {
+            let d = d.trim();
+            let shape = d.len() == 10 && year_ok(&d[..4]) && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-';
+            if !shape {
+                return None;
+            }
+            NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()
+        };
         if let Some((a, b)) = t.split_once("..") {
-            let first = NaiveDate::parse_from_str(a.trim(), "%Y-%m-%d").map_err(|_| bad())?;
-            let last = NaiveDate::parse_from_str(b.trim(), "%Y-%m-%d").map_err(|_| bad())?;
-            if last < first {
+            let first = date(a).ok_or_else(bad)?;
+            let last = date(b).ok_or_else(bad)?;
+            if last < first || (last - first).num_days() > 365 {
                 return Err(bad());
             }
             return Ok(Period::Days { first, last });
         }
-        if let Ok(day) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        if t.len() == 10
+            && let Some(day) = date(t)
+        {
             return Ok(Period::Days { first: day, last: day });
         }
-        let year_ok = |y: &str| y.len() == 4 && y.chars().all(|c| c.is_ascii_digit());
         match t.split_once('-') {
             None if year_ok(t) => Ok(Period::Year {
                 year: t.parse().map_err(|_| bad())?,
@@ -108,7 +124,7 @@ impl Period {
                 let start = ymd(year, month);
                 (start, start + Months::new(1))
             }
-            Period::Days { first, last } => (first, last + Days::new(1)),
+            Period::Days { first, last } => (first, last.checked_add_days(Days::new(1)).unwrap_or(last)),
         }
     }
 
@@ -171,7 +187,21 @@ mod tests {
         assert!(matches!("2026-11-01..2026-11-07".parse(), Ok(Period::Days { .. })));
         let day: Period = "2026-11-02".parse().expect("a single day");
         assert_eq!(day.to_string(), "2026-11-02..2026-11-02");
-        for bad in ["26", "2026-Q5", "2026-13", "2026-11-07..2026-11-01", "last year"] {
+        assert!("2025-12-01..2026-11-30".parse::<Period>().is_ok(), "a year's range");
+        for bad in [
+            "26",
+            "2026-Q5",
+            "2026-13",
+            "2026-11-07..2026-11-01",
+            "last year",
+            // From a URL: huge or far-off dates must not reach the calendar arithmetic.
+            "+262143-12-31",
+            "+262143-12-31..+262143-12-31",
+            "0001-01-01..9999-12-31",
+            "2024-01-01..2026-01-01",
+            "1969",
+            "9999-12",
+        ] {
             assert!(bad.parse::<Period>().is_err(), "{bad}");
         }
     }

@@ -126,7 +126,7 @@ fn merge_in_order(digest: &mut Report, report: &Report, tz: Tz, reach: Reach) {
     };
     digest.sequence = digest.sequence.max(report.sequence);
     digest.spool_dropped = digest.spool_dropped.max(report.spool_dropped);
-    digest.rollup_of += report.rollup_of.max(1);
+    digest.rollup_of = digest.rollup_of.saturating_add(report.rollup_of.max(1));
     digest.probes.interval_secs = digest.probes.interval_secs.max(report.probes.interval_secs);
 
     merge_samples(digest, report, tz, reach);
@@ -210,7 +210,7 @@ fn merge_samples(digest: &mut Report, report: &Report, tz: Tz, reach: Reach) {
                 continue;
             };
             p.last = p.last.max(n.last);
-            p.count += n.count;
+            p.count = p.count.saturating_add(n.count);
             prev.rtt_ms = None;
             continue;
         }

@@ -23,7 +23,10 @@ use sqlx::any::AnyRow;
 use crate::store::{Store, StoreError, Unit, from_millis, hash_secret, millis};
 
 /// The name of the session cookie.
-pub const SESSION_COOKIE: &str = "kaohe_session";
+pub const SESSION_COOKIE: &str = "__Host-kaohe_session";
+
+/// The longest a login lasts, however active (the idle expiry slides within it).
+pub const MAX_SESSION: chrono::Duration = chrono::Duration::days(7);
 
 /// Failed logins in a row before a user name is refused for [`LOCKOUT`].
 pub const MAX_FAILURES: u32 = 5;
@@ -193,34 +196,43 @@ pub fn same(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Failed logins per user name, in this process.
-#[derive(Debug, Default)]
+/// Failed logins per user name, in this process, and a bound on password checks running
+/// at once (each argon2 check takes ~19 MiB and a core for a moment).
+#[derive(Debug)]
 pub struct LoginLimiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Password verifications allowed at once.
+    pub verifying: tokio::sync::Semaphore,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        LoginLimiter {
+            failures: Mutex::new(HashMap::new()),
+            verifying: tokio::sync::Semaphore::new(2),
+        }
+    }
 }
 
 impl LoginLimiter {
-    /// Whether the name is refused now (5 failures, the last within a minute).
-    pub fn locked(&self, name: &str) -> bool {
-        let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match f.get(name) {
-            Some((_, last)) if last.elapsed() >= LOCKOUT => {
-                f.remove(name);
-                false
-            }
-            Some((n, _)) => *n >= MAX_FAILURES,
-            None => false,
-        }
-    }
-
-    pub fn failed(&self, name: &str) {
+    /// Counts an attempt for `name` before its password is checked, so that parallel
+    /// attempts cannot all slip past the limit; false when the name is locked now. A
+    /// successful login clears the count ([`LoginLimiter::succeeded`]).
+    pub fn attempt(&self, name: &str) -> bool {
         let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if f.len() > 100_000 {
             f.retain(|_, (_, last)| last.elapsed() < LOCKOUT);
         }
         let slot = f.entry(name.to_string()).or_insert((0, Instant::now()));
+        if slot.1.elapsed() >= LOCKOUT {
+            *slot = (0, Instant::now());
+        }
+        if slot.0 >= MAX_FAILURES {
+            return false;
+        }
         slot.0 += 1;
         slot.1 = Instant::now();
+        true
     }
 
     pub fn succeeded(&self, name: &str) {
@@ -397,10 +409,12 @@ impl Store {
         let token_hash = hash_secret(token);
         let row = sqlx::query(
             "SELECT s.csrf_token AS csrf_token, u.* FROM sessions s JOIN users u ON u.name = s.user_name \
-             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.created_at > $3 AND u.disabled_at IS NULL",
         )
         .bind(&token_hash)
         .bind(millis(now))
+        // However active, a login lasts at most MAX_SESSION.
+        .bind(millis(now - MAX_SESSION))
         .fetch_optional(self.pool())
         .await?;
         let Some(row) = row else {

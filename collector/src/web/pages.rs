@@ -196,7 +196,7 @@ pub async fn login(
 ) -> Response {
     let lang = lang_of(q(&query, "lang"), &headers);
     let name = f.user.trim().to_string();
-    if st.logins.locked(&name) {
+    if !st.logins.attempt(&name) {
         let mut r = login_page(
             lang,
             &query,
@@ -220,11 +220,24 @@ pub async fn login(
         Some((u, h)) => (Some(u), h),
         None => (None, auth::dummy_hash().to_string()),
     };
+    // At most a couple of password checks at once; a flood of logins waits or is refused.
+    let permit = match tokio::time::timeout(std::time::Duration::from_secs(10), st.logins.verifying.acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            return login_page(
+                lang,
+                &query,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(lang.t("登录请求过多, 请稍后再试", "too many logins at once; try again shortly")),
+                &name,
+            );
+        }
+    };
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
         .await
         .unwrap_or(false);
+    drop(permit);
     let Some(user) = user.filter(|_| ok) else {
-        st.logins.failed(&name);
         tracing::warn!(user = %name, "dashboard login failed");
         return login_page(
             lang,
@@ -276,7 +289,7 @@ pub async fn logout(
     let mut r = see_other("/login");
     r.headers_mut().append(
         header::SET_COOKIE,
-        HeaderValue::from_static("kaohe_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static("__Host-kaohe_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
     );
     r
 }
