@@ -14,6 +14,7 @@ pub mod dual_homed;
 pub mod enroll;
 pub mod inventory;
 pub mod isolation;
+pub mod leak;
 pub mod platform;
 pub mod reachability;
 pub mod services;

@@ -1,0 +1,562 @@
+//! Agentless leak detection, the packet half (issue 6): signed probe frames and the
+//! checked parser of what comes back.
+//!
+//! - **Spoofed-source probes**: a frame to a LAN host's MAC whose IPv4 source is the
+//!   internet-side *leak listener*. A host that answers by a path that bypasses the private
+//!   network (a second NIC, a 4G dongle, a home router) delivers its answer to the
+//!   listener, which verifies the signature and reports the host. Three kinds: ICMP echo
+//!   (the reply echoes the signed payload), UDP to a closed port (the port-unreachable
+//!   error quotes the signed datagram) and TCP SYN (the SYN-ACK or RST acknowledges the
+//!   signed sequence number).
+//! - **Forwarding probes**: a frame to a LAN host's MAC addressed to an internet canary,
+//!   also with TTL 1: a host that forwards it answers the agent with ICMP time exceeded or
+//!   a redirect quoting the signed probe, or the canary's reply comes back.
+//!
+//! A signature is a truncated HMAC-SHA256 (key from the config, shared with the listener)
+//! over the unit, the target, the kind of probe, a nonce and the time, so the listener
+//! tells our probes from noise and nobody without the key can make a finding.
+//! [`Reply::parse`] is the one checked constructor for received frames: truncated or
+//! hostile frames give `None`.
+
+use std::net::Ipv4Addr;
+
+use ring::hmac;
+
+use crate::arp::Mac;
+
+/// Marks a signed payload: "KHLK" and a format version.
+const MAGIC: &[u8; 5] = b"KHLK1";
+/// Bytes of the truncated HMAC carried in a payload.
+const TAG_LEN: usize = 16;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+/// The first UDP/TCP source port of our probes; the low bits carry part of the nonce.
+const PORT_BASE: u16 = 0xC000;
+
+/// How a probe asks for an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Icmp,
+    Udp(u16),
+    Tcp(u16),
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::Icmp => 1,
+            Kind::Udp(_) => 2,
+            Kind::Tcp(_) => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Icmp => "icmp",
+            Kind::Udp(_) => "udp",
+            Kind::Tcp(_) => "tcp",
+        }
+    }
+}
+
+/// What a probe says about itself (signed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub unit: String,
+    pub target: Ipv4Addr,
+    pub kind: Kind,
+    pub nonce: u32,
+    /// Unix seconds when sent.
+    pub at: u32,
+}
+
+/// Signs and checks stamps with the department's leak key.
+pub struct Signer {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(…)")
+    }
+}
+
+impl Signer {
+    pub fn new(key: &[u8]) -> Signer {
+        Signer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        }
+    }
+
+    fn tag(&self, s: &Stamp) -> [u8; TAG_LEN] {
+        let mut m = Vec::with_capacity(64);
+        m.extend_from_slice(MAGIC);
+        m.push(s.kind.code());
+        m.extend_from_slice(&s.target.octets());
+        m.extend_from_slice(&s.nonce.to_be_bytes());
+        m.extend_from_slice(&s.at.to_be_bytes());
+        m.extend_from_slice(s.unit.as_bytes());
+        let full = hmac::sign(&self.key, &m);
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(&full.as_ref()[..TAG_LEN]);
+        t
+    }
+
+    /// The signed payload of an ICMP or UDP probe:
+    /// MAGIC, kind, target, nonce, time, unit length, unit, tag.
+    pub fn payload(&self, s: &Stamp) -> Vec<u8> {
+        let unit = s.unit.as_bytes();
+        let unit = &unit[..unit.len().min(200)];
+        let mut p = Vec::with_capacity(MAGIC.len() + 15 + unit.len() + TAG_LEN);
+        p.extend_from_slice(MAGIC);
+        p.push(s.kind.code());
+        p.extend_from_slice(&s.target.octets());
+        p.extend_from_slice(&s.nonce.to_be_bytes());
+        p.extend_from_slice(&s.at.to_be_bytes());
+        p.push(unit.len() as u8);
+        p.extend_from_slice(unit);
+        p.extend_from_slice(&self.tag(s));
+        p
+    }
+
+    /// Reads and checks a signed payload (possibly followed by padding); `None` when it
+    /// is not ours or the tag is wrong.
+    pub fn verify_payload(&self, p: &[u8]) -> Option<Stamp> {
+        let rest = p.strip_prefix(MAGIC.as_slice())?;
+        let kind_code = *rest.first()?;
+        let target = Ipv4Addr::from(<[u8; 4]>::try_from(rest.get(1..5)?).ok()?);
+        let nonce = u32::from_be_bytes(rest.get(5..9)?.try_into().ok()?);
+        let at = u32::from_be_bytes(rest.get(9..13)?.try_into().ok()?);
+        let len = usize::from(*rest.get(13)?);
+        let unit = std::str::from_utf8(rest.get(14..14 + len)?).ok()?.to_string();
+        let tag = rest.get(14 + len..14 + len + TAG_LEN)?;
+        let kind = match kind_code {
+            1 => Kind::Icmp,
+            2 => Kind::Udp(0),
+            3 => Kind::Tcp(0),
+            _ => return None,
+        };
+        let stamp = Stamp {
+            unit,
+            target,
+            kind,
+            nonce,
+            at,
+        };
+        let want = self.tag(&stamp);
+        same(&want, tag).then_some(stamp)
+    }
+
+    /// The TCP probe's sequence number: what a SYN-ACK or RST acknowledges (plus one).
+    /// Signed over the target, the ports and the minute, for the unit.
+    pub fn tcp_seq(&self, unit: &str, target: Ipv4Addr, dst_port: u16, src_port: u16, minute: u32) -> u32 {
+        let mut m = Vec::with_capacity(32);
+        m.extend_from_slice(b"KHLKT");
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&dst_port.to_be_bytes());
+        m.extend_from_slice(&src_port.to_be_bytes());
+        m.extend_from_slice(&minute.to_be_bytes());
+        m.extend_from_slice(unit.as_bytes());
+        let full = hmac::sign(&self.key, &m);
+        u32::from_be_bytes([full.as_ref()[0], full.as_ref()[1], full.as_ref()[2], full.as_ref()[3]])
+    }
+}
+
+/// Compares in time independent of where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The Internet checksum (RFC 1071).
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut odd: Option<u8> = None;
+    for part in parts {
+        for &b in *part {
+            match odd.take() {
+                Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
+                None => odd = Some(b),
+            }
+        }
+    }
+    if let Some(hi) = odd {
+        sum += u32::from(u16::from_be_bytes([hi, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 packet (20-byte header) around `body`.
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, id: u16, body: &[u8]) -> Vec<u8> {
+    let total = (20 + body.len()) as u16;
+    let mut h = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, ttl, proto, 0, 0];
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let c = checksum(&[&h]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(body);
+    h
+}
+
+/// The transport checksum's pseudo-header.
+fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> [u8; 12] {
+    let mut p = [0u8; 12];
+    p[..4].copy_from_slice(&src.octets());
+    p[4..8].copy_from_slice(&dst.octets());
+    p[9] = proto;
+    p[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+    p
+}
+
+/// Addresses of one probe frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressing {
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub ttl: u8,
+}
+
+/// Builds the Ethernet frame of a probe: `a` says where it goes (for a spoofed-source
+/// probe `src_ip` is the listener's; for a forwarding probe `dst_ip` is a canary while
+/// `dst_mac` is the LAN host's), `stamp` what it says.
+pub fn probe_frame(signer: &Signer, a: &Addressing, stamp: &Stamp) -> Vec<u8> {
+    let src_port = PORT_BASE | (stamp.nonce as u16 & 0x3fff);
+    let l4 = match stamp.kind {
+        Kind::Icmp => {
+            let payload = signer.payload(stamp);
+            let mut icmp = vec![8, 0, 0, 0];
+            icmp.extend_from_slice(&((stamp.nonce >> 16) as u16).to_be_bytes());
+            icmp.extend_from_slice(&(stamp.nonce as u16).to_be_bytes());
+            icmp.extend_from_slice(&payload);
+            let c = checksum(&[&icmp]);
+            icmp[2..4].copy_from_slice(&c.to_be_bytes());
+            (PROTO_ICMP, icmp)
+        }
+        Kind::Udp(port) => {
+            let payload = signer.payload(stamp);
+            let len = 8 + payload.len();
+            let mut udp = Vec::with_capacity(len);
+            udp.extend_from_slice(&src_port.to_be_bytes());
+            udp.extend_from_slice(&port.to_be_bytes());
+            udp.extend_from_slice(&(len as u16).to_be_bytes());
+            udp.extend_from_slice(&[0, 0]);
+            udp.extend_from_slice(&payload);
+            let c = checksum(&[&pseudo(a.src_ip, a.dst_ip, PROTO_UDP, len), &udp]);
+            udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+            (PROTO_UDP, udp)
+        }
+        Kind::Tcp(port) => {
+            let seq = signer.tcp_seq(&stamp.unit, stamp.target, port, src_port, stamp.at / 60);
+            let mut tcp = Vec::with_capacity(20);
+            tcp.extend_from_slice(&src_port.to_be_bytes());
+            tcp.extend_from_slice(&port.to_be_bytes());
+            tcp.extend_from_slice(&seq.to_be_bytes());
+            tcp.extend_from_slice(&[0, 0, 0, 0]); // ack
+            tcp.extend_from_slice(&[0x50, 0x02]); // 5 words, SYN
+            tcp.extend_from_slice(&1024u16.to_be_bytes()); // window
+            tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+            let c = checksum(&[&pseudo(a.src_ip, a.dst_ip, PROTO_TCP, tcp.len()), &tcp]);
+            tcp[16..18].copy_from_slice(&c.to_be_bytes());
+            (PROTO_TCP, tcp)
+        }
+    };
+    let ip = ipv4(a.src_ip, a.dst_ip, l4.0, a.ttl, stamp.nonce as u16, &l4.1);
+    let mut f = Vec::with_capacity(14 + ip.len());
+    f.extend_from_slice(&a.dst_mac);
+    f.extend_from_slice(&a.src_mac);
+    f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f
+}
+
+/// A received IPv4 packet that may answer a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// An ICMP echo reply and its payload.
+    EchoReply {
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        payload: Vec<u8>,
+    },
+    /// An ICMP error (3 unreachable, 5 redirect, 11 time exceeded) from `from`, quoting
+    /// the start of the packet that caused it.
+    IcmpError {
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        icmp_type: u8,
+        quoted: Quoted,
+    },
+    /// A TCP segment with SYN-ACK or RST set, acknowledging `ack`.
+    TcpAnswer {
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        src_port: u16,
+        dst_port: u16,
+        ack: u32,
+        rst: bool,
+    },
+}
+
+/// The packet an ICMP error quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    /// The transport header and as much of its payload as was quoted.
+    pub transport: Vec<u8>,
+}
+
+/// The IPv4 header of `p`: (src, dst, proto, header length, total length).
+fn ipv4_header(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, usize, usize)> {
+    let first = *p.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < 20 || p.len() < ihl {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    Some((src, dst, p[9], ihl, total))
+}
+
+impl Reply {
+    /// Parses an Ethernet frame; `None` unless it is an IPv4 packet of a kind that can
+    /// answer a probe. Never panics on any input.
+    pub fn parse(frame: &[u8]) -> Option<Reply> {
+        if u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) != ETHERTYPE_IPV4 {
+            return None;
+        }
+        Reply::parse_ip(frame.get(14..)?)
+    }
+
+    /// Parses an IPv4 packet (as a raw IP socket gives it).
+    pub fn parse_ip(p: &[u8]) -> Option<Reply> {
+        let (from, to, proto, ihl, total) = ipv4_header(p)?;
+        let body = p.get(ihl..total.min(p.len()).max(ihl))?;
+        match proto {
+            PROTO_ICMP => {
+                let (t, code) = (*body.first()?, *body.get(1)?);
+                match t {
+                    0 if code == 0 => Some(Reply::EchoReply {
+                        from,
+                        to,
+                        payload: body.get(8..)?.to_vec(),
+                    }),
+                    3 | 5 | 11 => {
+                        let inner = body.get(8..)?;
+                        let (src, dst, iproto, iihl, _) = ipv4_header(inner)?;
+                        Some(Reply::IcmpError {
+                            from,
+                            to,
+                            icmp_type: t,
+                            quoted: Quoted {
+                                src,
+                                dst,
+                                proto: iproto,
+                                transport: inner.get(iihl..)?.to_vec(),
+                            },
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            PROTO_TCP => {
+                let flags = *body.get(13)?;
+                let (syn, ack_flag, rst) = (flags & 0x02 != 0, flags & 0x10 != 0, flags & 0x04 != 0);
+                if !((syn && ack_flag) || rst) {
+                    return None;
+                }
+                Some(Reply::TcpAnswer {
+                    from,
+                    to,
+                    src_port: u16::from_be_bytes([*body.first()?, *body.get(1)?]),
+                    dst_port: u16::from_be_bytes([*body.get(2)?, *body.get(3)?]),
+                    ack: u32::from_be_bytes(body.get(8..12)?.try_into().ok()?),
+                    rst,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The signed stamp this reply answers, if it answers one of ours: the echoed or
+    /// quoted payload verifies, or a TCP acknowledgement matches a signed sequence number
+    /// of one of `units` within the last `minutes` minutes before `now` (Unix seconds).
+    pub fn stamp(&self, signer: &Signer, units: &[String], now: u32, minutes: u32) -> Option<Stamp> {
+        match self {
+            Reply::EchoReply { payload, .. } => signer.verify_payload(payload),
+            Reply::IcmpError { quoted, .. } => match quoted.proto {
+                PROTO_ICMP => signer.verify_payload(quoted.transport.get(8..)?),
+                PROTO_UDP => signer.verify_payload(quoted.transport.get(8..)?),
+                _ => None,
+            },
+            Reply::TcpAnswer {
+                from,
+                src_port,
+                dst_port,
+                ack,
+                ..
+            } => {
+                let seq = ack.wrapping_sub(1);
+                for unit in units {
+                    for back in 0..=minutes {
+                        let minute = (now / 60).saturating_sub(back);
+                        if signer.tcp_seq(unit, *from, *src_port, *dst_port, minute) == seq {
+                            return Some(Stamp {
+                                unit: unit.clone(),
+                                target: *from,
+                                kind: Kind::Tcp(*src_port),
+                                nonce: u32::from(*dst_port & 0x3fff),
+                                at: minute * 60,
+                            });
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST_MAC: Mac = [2, 0, 0, 0, 2, 23];
+    const AGENT_MAC: Mac = [2, 0, 0, 0, 2, 10];
+
+    fn stamp(kind: Kind) -> Stamp {
+        Stamp {
+            unit: "lab-b2".into(),
+            target: Ipv4Addr::new(10, 2, 0, 23),
+            kind,
+            nonce: 0x1234_5678,
+            at: 1_800_000_000,
+        }
+    }
+
+    fn spoofed() -> Addressing {
+        Addressing {
+            src_mac: AGENT_MAC,
+            dst_mac: HOST_MAC,
+            src_ip: Ipv4Addr::new(203, 0, 113, 99),
+            dst_ip: Ipv4Addr::new(10, 2, 0, 23),
+            ttl: 64,
+        }
+    }
+
+    /// What the host would send back: its own IPv4 packet to the listener.
+    fn answer(proto: u8, l4: Vec<u8>) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f.extend_from_slice(&ipv4(
+            Ipv4Addr::new(10, 2, 0, 23),
+            Ipv4Addr::new(203, 0, 113, 99),
+            proto,
+            63,
+            1,
+            &l4,
+        ));
+        f
+    }
+
+    #[test]
+    fn frames_have_valid_checksums() {
+        let signer = Signer::new(b"key");
+        for kind in [Kind::Icmp, Kind::Udp(33434), Kind::Tcp(443)] {
+            let f = probe_frame(&signer, &spoofed(), &stamp(kind));
+            assert_eq!(&f[..6], &HOST_MAC, "to the host's MAC");
+            let ip = &f[14..];
+            assert_eq!(checksum(&[&ip[..20]]), 0, "{kind:?}: IPv4 header checksum");
+            assert_eq!(&ip[12..16], &[203, 0, 113, 99], "spoofed source");
+            let l4 = &ip[20..];
+            let ok = match kind {
+                Kind::Icmp => checksum(&[l4]) == 0,
+                Kind::Udp(_) => checksum(&[&pseudo(spoofed().src_ip, spoofed().dst_ip, PROTO_UDP, l4.len()), l4]) == 0,
+                Kind::Tcp(_) => checksum(&[&pseudo(spoofed().src_ip, spoofed().dst_ip, PROTO_TCP, l4.len()), l4]) == 0,
+            };
+            assert!(ok, "{kind:?}: transport checksum");
+        }
+    }
+
+    #[test]
+    fn an_echo_reply_to_the_listener_verifies_and_a_forged_one_does_not() {
+        let signer = Signer::new(b"department key");
+        let f = probe_frame(&signer, &spoofed(), &stamp(Kind::Icmp));
+        // The host echoes the ICMP body with type 0.
+        let mut icmp = f[34..].to_vec();
+        icmp[0] = 0;
+        let reply = Reply::parse(&answer(PROTO_ICMP, icmp.clone())).expect("parses");
+        let got = reply.stamp(&signer, &[], 0, 0).expect("ours");
+        assert_eq!(got, stamp(Kind::Icmp));
+        // The same reply checked with another key (a forged listener report): nothing.
+        assert!(reply.stamp(&Signer::new(b"other key"), &[], 0, 0).is_none());
+        // A bit flipped in the payload: nothing.
+        let last = icmp.len() - 1;
+        icmp[last] ^= 1;
+        let bad = Reply::parse(&answer(PROTO_ICMP, icmp)).expect("parses");
+        assert!(bad.stamp(&signer, &[], 0, 0).is_none());
+    }
+
+    #[test]
+    fn a_port_unreachable_quoting_the_udp_probe_verifies() {
+        let signer = Signer::new(b"k");
+        let f = probe_frame(&signer, &spoofed(), &stamp(Kind::Udp(33434)));
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&f[14..]); // the whole original datagram
+        let reply = Reply::parse(&answer(PROTO_ICMP, icmp)).expect("parses");
+        assert!(matches!(reply, Reply::IcmpError { icmp_type: 3, .. }));
+        let got = reply.stamp(&signer, &[], 0, 0).expect("ours");
+        assert_eq!((got.unit.as_str(), got.kind), ("lab-b2", Kind::Udp(0)));
+    }
+
+    #[test]
+    fn a_syn_ack_acknowledging_the_signed_sequence_verifies_for_its_unit() {
+        let signer = Signer::new(b"k");
+        let s = stamp(Kind::Tcp(443));
+        let f = probe_frame(&signer, &spoofed(), &s);
+        let tcp = &f[34..];
+        let (sport, dport) = (
+            u16::from_be_bytes([tcp[0], tcp[1]]),
+            u16::from_be_bytes([tcp[2], tcp[3]]),
+        );
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let mut answer_tcp = vec![0u8; 20];
+        answer_tcp[0..2].copy_from_slice(&dport.to_be_bytes());
+        answer_tcp[2..4].copy_from_slice(&sport.to_be_bytes());
+        answer_tcp[8..12].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+        answer_tcp[12] = 0x50;
+        answer_tcp[13] = 0x12; // SYN-ACK
+        let reply = Reply::parse(&answer(PROTO_TCP, answer_tcp)).expect("parses");
+        let units = vec!["lab-b1".to_string(), "lab-b2".to_string()];
+        let got = reply.stamp(&signer, &units, s.at + 90, 2).expect("ours");
+        assert_eq!(got.unit, "lab-b2");
+        assert!(reply.stamp(&signer, &units, s.at + 600, 2).is_none(), "too old");
+    }
+
+    #[test]
+    fn hostile_frames_never_panic() {
+        let signer = Signer::new(b"k");
+        let good = probe_frame(&signer, &spoofed(), &stamp(Kind::Udp(9)));
+        for cut in 0..good.len() {
+            let _ = Reply::parse(&good[..cut]).map(|r| r.stamp(&signer, &["u".into()], 0, 1));
+        }
+        let mut junk = good.clone();
+        for i in 14..junk.len() {
+            junk[i] = junk[i].wrapping_mul(31).wrapping_add(7);
+            let _ = Reply::parse(&junk).map(|r| r.stamp(&signer, &["u".into()], 0, 1));
+        }
+    }
+}
