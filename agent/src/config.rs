@@ -3,7 +3,7 @@
 //! Every option is documented in `deploy/agent.example.toml`. An empty file is valid:
 //! the agent then probes nothing and says so. Errors name the key and the line.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -130,6 +130,29 @@ pub struct Config {
     pub spool_max_bytes: u64,
     /// Time zone of `schedule.daily_check_at` and of calendar days (the unit's).
     pub timezone: chrono_tz::Tz,
+    /// Agentless leak detection (`[leak]`); off unless configured.
+    pub leak: Option<Leak>,
+}
+
+/// `[leak]`: probes of the LAN hosts the inventory found, for paths to the internet that
+/// bypass the private network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leak {
+    /// The internet-side leak listener: the spoofed source of the spoofed-source probes.
+    /// None: forwarding probes only.
+    pub listener: Option<Ipv4Addr>,
+    /// The department's leak key, shared with the listener (at least 16 bytes).
+    pub key: Vec<u8>,
+    pub tcp_port: u16,
+    pub udp_port: u16,
+    /// Internet addresses the forwarding probes are addressed to (default: the isolation
+    /// canaries' IPv4 addresses).
+    pub forward_to: Vec<Ipv4Addr>,
+    /// Probe frames per second at most.
+    pub max_pps: u32,
+    /// How long to wait for answers after the last probe.
+    pub wait: Duration,
+    pub interval: Duration,
 }
 
 impl Config {
@@ -167,6 +190,20 @@ struct RawConfig {
     #[serde(default)]
     spool: RawSpool,
     timezone: Option<Spanned<String>>,
+    leak: Option<RawLeak>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeak {
+    listener: Option<Spanned<String>>,
+    key: Spanned<String>,
+    tcp_port: Option<u16>,
+    udp_port: Option<u16>,
+    forward_to: Option<Vec<Spanned<String>>>,
+    max_pps: Option<Spanned<u32>>,
+    wait_ms: Option<Spanned<u64>>,
+    interval_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +297,56 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawSpool {
     max_mib: Option<Spanned<u64>>,
+}
+
+/// Checks `[leak]`. Addresses come from the config only; nothing is probed by default.
+fn leak_section(ctx: &Ctx<'_>, l: &RawLeak, canaries: &[Canary]) -> Result<Leak, ConfigError> {
+    let ipv4 = |v: &Spanned<String>, key: &str| {
+        v.get_ref().trim().parse::<Ipv4Addr>().map_err(|_| {
+            ctx.err(
+                v.span(),
+                key,
+                format!("“{}” 不是 IPv4 地址 (not an IPv4 address)", v.get_ref()),
+            )
+        })
+    };
+    let listener = l.listener.as_ref().map(|v| ipv4(v, "leak.listener")).transpose()?;
+    if l.key.get_ref().len() < 16 {
+        return Err(ctx.err(
+            l.key.span(),
+            "leak.key",
+            "密钥至少 16 个字符, 与泄漏监听端相同 (at least 16 characters, the same as the listener's)",
+        ));
+    }
+    let forward_to = match &l.forward_to {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ipv4(v, &format!("leak.forward_to[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => canaries
+            .iter()
+            .filter_map(|c| match c.ip {
+                IpAddr::V4(v) => Some(v),
+                IpAddr::V6(_) => None,
+            })
+            .collect(),
+    };
+    let max_pps = match &l.max_pps {
+        None => 100,
+        Some(v) if (1..=10_000).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => return Err(ctx.err(v.span(), "leak.max_pps", "应在 1 到 10000 之间 (must be 1..=10000)")),
+    };
+    Ok(Leak {
+        listener,
+        key: l.key.get_ref().as_bytes().to_vec(),
+        tcp_port: l.tcp_port.unwrap_or(443),
+        udp_port: l.udp_port.unwrap_or(33434),
+        forward_to,
+        max_pps,
+        wait: ctx.millis(&l.wait_ms, "leak.wait_ms", 2000)?,
+        interval: ctx.secs(&l.interval_secs, "leak.interval_secs", 3600, 1)?,
+    })
 }
 
 /// Default state directory (spool, credential).
@@ -550,7 +637,12 @@ impl Config {
                 )
             })?,
         };
+        let leak = match &raw.leak {
+            None => None,
+            Some(l) => Some(leak_section(&ctx, l, &canaries)?),
+        };
         Ok(Config {
+            leak,
             timezone,
             unit_id: raw.unit_id,
             agent_id: raw.agent_id,
@@ -622,6 +714,21 @@ pub fn describe_zh(c: &Config) -> String {
         c.inventory_prefixes.len(),
         c.inventory_max_pps
     ));
+    l.push(match &c.leak {
+        None => "无代理泄漏检测: 未启用 ([leak])".to_string(),
+        Some(k) => format!(
+            "无代理泄漏检测: 每 {} 秒 (随设备清点), 伪造源地址探测{}, 转发探测目标 {} 个, 最多每秒 {} 帧",
+            k.interval.as_secs(),
+            k.listener.map_or(" 未启用 (未配置 listener)".to_string(), |l| format!(
+                " 以 {l} 为源"
+            )),
+            k.forward_to.len(),
+            k.max_pps
+        ),
+    });
+    if c.leak.is_some() && c.inventory_prefixes.is_empty() {
+        l.push("提示: 泄漏检测只探测清点到的在线主机, 需要 [inventory] prefixes, 否则不会发送任何探测 (leak detection needs inventory prefixes)".into());
+    }
     l.push(format!("应用系统与门户网站: {} 个", c.services.len()));
     l.push(format!(
         "日常检测时间: 每天 {} ({})",
@@ -668,6 +775,24 @@ mod tests {
             let s = k.ip.to_string();
             assert!(s.starts_with("198.51.100.") || s.starts_with("203.0.113."), "{s}");
         }
+        let leak = c.leak.expect("the example documents [leak]");
+        assert_eq!(leak.listener.map(|l| l.to_string()).as_deref(), Some("203.0.113.99"));
+        assert_eq!(leak.forward_to.len(), 2, "defaults to the isolation canaries");
+        assert_eq!((leak.tcp_port, leak.udp_port, leak.max_pps), (443, 33434, 100));
+    }
+
+    #[test]
+    fn a_leak_section_is_checked_by_key_and_line() {
+        let e = Config::from_toml("[leak]\nkey = \"short\"\n", "a.toml").expect_err("short key");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "leak.key"), "{e}");
+        let e = Config::from_toml(
+            "[leak]\nkey = \"0123456789abcdef\"\nlistener = \"not-an-ip\"\n",
+            "a.toml",
+        )
+        .expect_err("bad listener");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "leak.listener"), "{e}");
+        let c = Config::from_toml("", "a.toml").expect("empty");
+        assert!(c.leak.is_none(), "an empty config probes nothing");
     }
 
     #[test]

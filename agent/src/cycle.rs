@@ -144,6 +144,7 @@ pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> 
             config.inventory_interface.clone(),
             config.inventory_max_pps,
         );
+        let leak_config = config.clone();
         let swept = tokio::task::spawn_blocking(move || {
             let mut found = inventory::Found::default();
             let mut errors = Vec::new();
@@ -153,11 +154,30 @@ pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> 
                 }
             }
             inventory::add_neighbours(&prefixes, &mut found);
-            (found, errors)
+            // Leak probes go only to the hosts this sweep found live.
+            let leaks = leak_config
+                .leak
+                .is_some()
+                .then(|| crate::leak::detect(&leak_config, &found, false));
+            (found, errors, leaks)
         })
         .await;
         match swept {
-            Ok((found, errors)) => {
+            Ok((found, errors, leaks)) => {
+                if let Some(round) = leaks {
+                    report.checks.leak_detection = if round.errors.is_empty() {
+                        CheckStatus::Ran
+                    } else {
+                        CheckStatus::Failed
+                    };
+                    report
+                        .problems
+                        .extend(round.errors.into_iter().map(|message| CheckProblem {
+                            check: "leak_detection".into(),
+                            message,
+                        }));
+                    report.leaks = round.findings;
+                }
                 tracing::info!(
                     requests = found.stats.requests,
                     replies = found.stats.replies,
@@ -266,6 +286,18 @@ pub fn summary_zh(config: &Config, report: &Report) -> String {
     }
     if report.checks.inventory != CheckStatus::NotConfigured {
         lines.push(format!("设备清点: 发现 {} 台设备", report.inventory.len()));
+    }
+    if report.checks.leak_detection != CheckStatus::NotConfigured {
+        let hosts: std::collections::BTreeSet<&str> = report.leaks.iter().map(|l| l.ip.as_str()).collect();
+        if hosts.is_empty() {
+            lines.push("无代理泄漏检测: 未发现跨网主机".into());
+        } else {
+            lines.push(format!(
+                "无代理泄漏检测: 发现 {} 台跨网主机: {}",
+                hosts.len(),
+                hosts.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
     }
     for p in &report.problems {
         lines.push(format!("无法完成 {}: {}", p.check, p.message));

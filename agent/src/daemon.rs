@@ -52,6 +52,9 @@ struct Batch {
     ran_inventory: bool,
     ran_services: bool,
     failed_inventory: bool,
+    leaks: Vec<kaohe_rubric::evidence::LeakFinding>,
+    ran_leak: bool,
+    failed_leak: bool,
 }
 
 /// State that outlives batches.
@@ -62,6 +65,8 @@ struct Memory {
     last_round: Vec<ProbeSample>,
     last_services: Vec<ServiceCheck>,
     last_daily: Option<NaiveDate>,
+    /// When leak probes last ran (they follow an inventory sweep, every `leak.interval`).
+    last_leak: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -123,7 +128,7 @@ impl Shared {
             ),
             services: status(!c.services.is_empty(), batch.ran_services, false),
             daily: status(!c.targets.is_empty(), !batch.daily.is_empty(), false),
-            leak_detection: CheckStatus::NotConfigured,
+            leak_detection: status(c.leak.is_some(), batch.ran_leak, batch.failed_leak),
         };
         r.probes.interval_secs = c.schedule.probe_interval.as_secs().try_into().unwrap_or(u32::MAX);
         r.probes.samples = batch.samples;
@@ -134,6 +139,7 @@ impl Shared {
         r.services = batch.services;
         r.daily_checks = batch.daily;
         r.problems = batch.problems;
+        r.leaks = batch.leaks;
         self.spool.push(&mut r)?;
         tracing::debug!(sequence = r.sequence, "report spooled");
         self.spooled.notify_one();
@@ -185,6 +191,7 @@ pub async fn run(mut config: Config, mut shutdown: watch::Receiver<bool>) -> Res
             last_round: Vec::new(),
             last_services: Vec::new(),
             last_daily: None,
+            last_leak: None,
         }),
         config,
         started_at: Utc::now(),
@@ -314,6 +321,12 @@ async fn inventory_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             s.config.inventory_interface.clone(),
             s.config.inventory_max_pps,
         );
+        let leak_due = s.config.leak.as_ref().is_some_and(|l| {
+            lock(&s.memory)
+                .last_leak
+                .is_none_or(|t| t.elapsed() + Duration::from_secs(1) >= l.interval)
+        });
+        let config = s.config.clone();
         let swept = tokio::task::spawn_blocking(move || {
             let mut found = inventory::Found::default();
             let errors: Vec<String> = prefixes
@@ -321,10 +334,23 @@ async fn inventory_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 .filter_map(|p| inventory::sweep(p, iface.as_deref(), pps, &mut found).err())
                 .collect();
             inventory::add_neighbours(&prefixes, &mut found);
-            (found, errors)
+            // Leak probes go only to the hosts this sweep found live.
+            let leaks = leak_due.then(|| crate::leak::detect(&config, &found, false));
+            (found, errors, leaks)
         })
         .await;
-        let Ok((found, errors)) = swept else { continue };
+        let Ok((found, errors, leaks)) = swept else { continue };
+        if let Some(round) = leaks {
+            lock(&s.memory).last_leak = Some(std::time::Instant::now());
+            let mut b = lock(&s.batch);
+            b.ran_leak = true;
+            b.failed_leak |= !round.errors.is_empty();
+            b.leaks.extend(round.findings);
+            b.problems.extend(round.errors.into_iter().map(|message| CheckProblem {
+                check: "leak_detection".into(),
+                message,
+            }));
+        }
         let now = Utc::now();
         let mut observations = inventory::observations(&found, now);
         {

@@ -57,7 +57,7 @@ impl Found {
 }
 
 /// The interface, MAC and IPv4 address from which to sweep `prefix`.
-fn local_side(
+pub fn local_side(
     prefix: &Ipv4Net,
     name: Option<&str>,
 ) -> Result<(pnet_datalink::NetworkInterface, Mac, Ipv4Addr), String> {

@@ -560,3 +560,261 @@ mod tests {
         }
     }
 }
+
+/// One probe frame the run sends (what `--dry-run` prints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub host: Ipv4Addr,
+    pub host_mac: Mac,
+    /// "spoofed_source" or "forwarding".
+    pub method: &'static str,
+    pub kind: Kind,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub ttl: u8,
+}
+
+impl Planned {
+    /// One line in Chinese first, for `--dry-run`.
+    pub fn describe(&self) -> String {
+        let what = match self.method {
+            "spoofed_source" => "伪造源地址探测 (spoofed source)",
+            _ => "转发探测 (forwarding)",
+        };
+        let port = match self.kind {
+            Kind::Icmp => String::new(),
+            Kind::Udp(p) | Kind::Tcp(p) => format!(":{p}"),
+        };
+        format!(
+            "{what}: {} 帧发往 {} [{}], IP {} → {}{port}, TTL {}",
+            self.kind.name(),
+            self.host,
+            crate::arp::mac_to_string(&self.host_mac),
+            self.src_ip,
+            self.dst_ip,
+            self.ttl
+        )
+    }
+}
+
+/// The routers that carry the private network for this host: for each private prefix,
+/// the gateway of the most specific route that covers it. They forward by design and get
+/// no forwarding probes; any other LAN host that forwards is a finding (a rogue router
+/// handing out a default route, say).
+pub fn private_routers(routes: &[crate::platform::RouteEntry], private: &[ipnet::IpNet]) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for p in private {
+        let best = routes
+            .iter()
+            .filter(|r| r.gateway.is_some() && r.destination.contains(&p.network()))
+            .max_by_key(|r| (r.destination.prefix_len(), std::cmp::Reverse(r.metric)));
+        if let Some(std::net::IpAddr::V4(g)) = best.and_then(|r| r.gateway)
+            && !out.contains(&g)
+        {
+            out.push(g);
+        }
+    }
+    out
+}
+
+/// The frames a run sends: for each live host inside the inventory prefixes (never the
+/// agent's own address), the spoofed-source probes (when a listener is configured) and,
+/// for each forwarding destination, an ICMP echo with TTL 1 and one with TTL 64 — except
+/// to `routers`, the gateways of the agent's own routes, which forward by design.
+pub fn plan(
+    leak: &crate::config::Leak,
+    our_ip: Ipv4Addr,
+    hosts: &[(Ipv4Addr, Mac)],
+    routers: &[Ipv4Addr],
+) -> Vec<Planned> {
+    let mut out = Vec::new();
+    for &(host, host_mac) in hosts.iter().filter(|(ip, _)| *ip != our_ip) {
+        if let Some(listener) = leak.listener {
+            for kind in [Kind::Icmp, Kind::Udp(leak.udp_port), Kind::Tcp(leak.tcp_port)] {
+                out.push(Planned {
+                    host,
+                    host_mac,
+                    method: "spoofed_source",
+                    kind,
+                    src_ip: listener,
+                    dst_ip: host,
+                    ttl: 64,
+                });
+            }
+        }
+        for &canary in leak.forward_to.iter().filter(|_| !routers.contains(&host)) {
+            for ttl in [1, 64] {
+                out.push(Planned {
+                    host,
+                    host_mac,
+                    method: "forwarding",
+                    kind: Kind::Icmp,
+                    src_ip: our_ip,
+                    dst_ip: canary,
+                    ttl,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Sends the planned frames at most `leak.max_pps` a second from `iface` and collects, for
+/// `leak.wait` after the last, the answers that prove a host forwards: an ICMP time
+/// exceeded, redirect or unreachable quoting one of our forwarding probes, or a canary's
+/// echo reply carrying our signed payload. (Answers to spoofed-source probes go to the
+/// listener.) Blocking: run it on a blocking thread. Needs CAP_NET_RAW.
+pub fn run(
+    leak: &crate::config::Leak,
+    unit: &str,
+    iface: &pnet_datalink::NetworkInterface,
+    our_mac: Mac,
+    our_ip: Ipv4Addr,
+    planned: &[Planned],
+) -> Result<Vec<kaohe_rubric::evidence::LeakFinding>, String> {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    let signer = Signer::new(&leak.key);
+    let config = pnet_datalink::Config {
+        read_timeout: Some(Duration::from_millis(5)),
+        ..pnet_datalink::Config::default()
+    };
+    let (mut tx, mut rx) = match pnet_datalink::channel(iface, config) {
+        Ok(pnet_datalink::Channel::Ethernet(tx, rx)) => (tx, rx),
+        Ok(_) => return Err("不支持的链路类型 (unsupported channel type)".into()),
+        Err(e) => {
+            return Err(format!(
+                "无法在 {} 上发送探测帧, 需要 CAP_NET_RAW (cannot open a raw channel): {e}",
+                iface.name
+            ));
+        }
+    };
+    let macs: BTreeMap<Ipv4Addr, Mac> = planned.iter().map(|p| (p.host, p.host_mac)).collect();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(leak.max_pps.max(1)));
+    let mut findings: BTreeMap<(Ipv4Addr, String), kaohe_rubric::evidence::LeakFinding> = BTreeMap::new();
+    let mut next = 0;
+    let mut next_send = Instant::now();
+    let mut last_send = Instant::now();
+    loop {
+        while next < planned.len() && Instant::now() >= next_send {
+            let p = &planned[next];
+            let stamp = Stamp {
+                unit: unit.to_string(),
+                target: p.host,
+                kind: p.kind,
+                nonce: rand::random(),
+                at: chrono::Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32,
+            };
+            let a = Addressing {
+                src_mac: our_mac,
+                dst_mac: p.host_mac,
+                src_ip: p.src_ip,
+                dst_ip: p.dst_ip,
+                ttl: p.ttl,
+            };
+            if let Some(Err(e)) = tx.send_to(&probe_frame(&signer, &a, &stamp), None) {
+                tracing::debug!(error = %e, "leak probe not sent");
+            }
+            next += 1;
+            next_send += interval;
+            last_send = Instant::now();
+        }
+        if next >= planned.len() && last_send.elapsed() >= leak.wait {
+            break;
+        }
+        let frame = match rx.next() {
+            Ok(f) => f,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => continue,
+            Err(e) => return Err(format!("读取 {} 失败 (receive failed): {e}", iface.name)),
+        };
+        let Some(reply) = Reply::parse(frame) else { continue };
+        let (to, how) = match &reply {
+            Reply::IcmpError {
+                to,
+                icmp_type,
+                from,
+                quoted,
+            } if quoted.proto == PROTO_ICMP => {
+                let what = match icmp_type {
+                    11 => "TTL 耗尽 (time exceeded)",
+                    5 => "重定向 (redirect)",
+                    _ => "不可达 (unreachable)",
+                };
+                (*to, format!("{what} from {from} for a probe to {}", quoted.dst))
+            }
+            Reply::EchoReply { from, to, .. } if leak.forward_to.contains(from) => (
+                *to,
+                format!("互联网探测点 {from} 经该主机应答 (the canary answered through the host)"),
+            ),
+            _ => continue,
+        };
+        if to != our_ip {
+            continue;
+        }
+        let Some(stamp) = reply.stamp(&signer, &[], 0, 0) else {
+            continue;
+        };
+        if stamp.unit != unit || stamp.kind != Kind::Icmp || !macs.contains_key(&stamp.target) {
+            continue;
+        }
+        let key = (stamp.target, how.split(" from ").next().unwrap_or("").to_string());
+        findings
+            .entry(key)
+            .or_insert_with(|| kaohe_rubric::evidence::LeakFinding {
+                at: chrono::Utc::now(),
+                ip: stamp.target.to_string(),
+                mac: macs.get(&stamp.target).map(crate::arp::mac_to_string),
+                method: kaohe_rubric::evidence::LeakMethod::Forwarding,
+                protocol: "icmp".into(),
+                detail: format!("转发探测 (forwarding probe): {how}"),
+            });
+    }
+    Ok(findings.into_values().collect())
+}
+
+/// What one leak-detection round did.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub findings: Vec<kaohe_rubric::evidence::LeakFinding>,
+    /// Probe frames sent (or, dry, that would be).
+    pub planned: Vec<Planned>,
+    pub errors: Vec<String>,
+}
+
+/// Probes the live hosts an inventory sweep `found`, prefix by prefix (only hosts inside
+/// the configured inventory prefixes). With `dry` nothing is sent: `planned` says what
+/// would be. Blocking: run it on a blocking thread.
+pub fn detect(config: &crate::config::Config, found: &crate::inventory::Found, dry: bool) -> Round {
+    let mut round = Round::default();
+    let Some(leak) = &config.leak else {
+        return round;
+    };
+    let unit = config.unit_id.clone().unwrap_or_default();
+    let routers = private_routers(&crate::platform::routes(), &config.private_prefixes);
+    for prefix in &config.inventory_prefixes {
+        let (iface, our_mac, our_ip) = match crate::inventory::local_side(prefix, config.inventory_interface.as_deref())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                round.errors.push(e);
+                continue;
+            }
+        };
+        let hosts: Vec<(Ipv4Addr, Mac)> = found
+            .devices
+            .iter()
+            .filter(|(ip, _)| prefix.contains(*ip))
+            .map(|(ip, (mac, _))| (*ip, *mac))
+            .collect();
+        let planned = plan(leak, our_ip, &hosts, &routers);
+        if !dry {
+            match run(leak, &unit, &iface, our_mac, our_ip, &planned) {
+                Ok(f) => round.findings.extend(f),
+                Err(e) => round.errors.push(e),
+            }
+        }
+        round.planned.extend(planned);
+    }
+    round
+}

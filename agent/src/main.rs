@@ -43,6 +43,15 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
     },
+    /// 无代理泄漏检测: 清点局域网后向每台在线主机发送伪造源地址探测与转发探测, 输出发现的
+    /// 跨网主机 (agentless leak detection: probe every live LAN host once and print findings)
+    Leak {
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+        /// 只清点并列出将发送的每个探测帧, 不发送 (sweep, then list every probe frame without sending it)
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// 检查配置文件并说明将检测什么 (validate the config and say what it will check)
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
@@ -182,6 +191,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Leak { config, dry_run } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match leak_once(&c, dry_run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("错误 (error): {e}");
+                    ExitCode::from(69)
+                }
+            }
+        }
         Command::CheckConfig { config } => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -221,4 +243,59 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `kaohe-agent leak`: sweep the inventory prefixes, then probe (or list) every live host.
+fn leak_once(c: &Config, dry_run: bool) -> Result<(), String> {
+    if c.leak.is_none() {
+        return Err("配置中没有 [leak] 段, 未启用泄漏检测 (no [leak] section in the config)".into());
+    }
+    if c.inventory_prefixes.is_empty() {
+        return Err(
+            "泄漏检测只探测清点到的主机, 需要 [inventory] prefixes (leak probes go only to hosts the inventory found)"
+                .into(),
+        );
+    }
+    let mut found = kaohe_agent::inventory::Found::default();
+    for prefix in &c.inventory_prefixes {
+        kaohe_agent::inventory::sweep(
+            prefix,
+            c.inventory_interface.as_deref(),
+            c.inventory_max_pps,
+            &mut found,
+        )?;
+    }
+    let round = kaohe_agent::leak::detect(c, &found, dry_run);
+    if let Some(e) = round.errors.first() {
+        return Err(e.clone());
+    }
+    let hosts: std::collections::BTreeSet<_> = round.planned.iter().map(|p| p.host).collect();
+    eprintln!(
+        "{} 台主机, {} 个探测帧{} (hosts, probe frames)",
+        hosts.len(),
+        round.planned.len(),
+        if dry_run { ", 未发送 (dry run: not sent)" } else { "" }
+    );
+    if dry_run {
+        for p in &round.planned {
+            println!("{}", p.describe());
+        }
+        return Ok(());
+    }
+    if round.findings.is_empty() {
+        eprintln!("未发现经转发通往互联网的主机 (no host found forwarding to the internet)");
+    }
+    for f in &round.findings {
+        eprintln!(
+            "发现跨网主机 (bridging host) {} {}: {}",
+            f.ip,
+            f.mac.as_deref().unwrap_or(""),
+            f.detail
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&round.findings).map_err(|e| e.to_string())?
+    );
+    Ok(())
 }
