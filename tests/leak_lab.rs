@@ -1,8 +1,10 @@
 //! Agentless leak detection in the network lab (issue 6): forwarding probes find bureau 3's
 //! rogue router and nothing in bureau 1; bureau 2's dual-homed PC, which does not
-//! forward, is not found by them; `--dry-run` sends no probe; the collector's sheet for
-//! bureau 3 shows the 三.4 deduction with this evidence. Needs root (it skips, saying why,
-//! otherwise) and the agent binary, which `cargo test --workspace` builds.
+//! forward, is not found by them but by the spoofed-source probe, whose answer reaches the
+//! leak listener on the internet side; a listener with another key hears nothing;
+//! `--dry-run` sends no probe; the collector's sheets for bureaus 2 and 3 show the 三.4
+//! deductions with this evidence. Needs root (it skips, saying why, otherwise) and the
+//! agent binary, which `cargo test --workspace` builds.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -75,7 +77,7 @@ fn once(lab: &Lab, b: u8) -> (Report, PathBuf) {
 }
 
 #[test]
-fn forwarding_probes_find_the_rogue_router_and_nothing_else() {
+fn leak_probes_find_the_bridging_hosts_of_bureaus_2_and_3_and_nothing_in_bureau_1() {
     if !lab::is_root() {
         eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
         return;
@@ -139,11 +141,80 @@ fn forwarding_probes_find_the_rogue_router_and_nothing_else() {
     let (r1, _) = once(&lab, 1);
     assert_eq!(r1.checks.leak_detection, CheckStatus::Ran);
     assert!(r1.leaks.is_empty(), "bureau 1: {:#?}", r1.leaks);
-    let (r2, _) = once(&lab, 2);
+    // Bureau 2 with the leak listener running in the internet host (and a second one with
+    // another key, standing in for a forger).
+    let listen = |name: &str, key: &str| {
+        let dir = lab.state_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let config = dir.join("listener.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\n[schedule]\nreport_interval_secs = 1\n[listener]\naddress = \"203.0.113.99\"\nkey = \"{key}\"\nunits = [\"lab-b1\", \"lab-b2\", \"lab-b3\"]\n",
+                dir.join("state").display().to_string()
+            ),
+        )
+        .expect("listener config");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.namespace("inet").expect("inet host")])
+            .arg(agent_bin())
+            .args(["listen", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("listener starts");
+        (Listener(child), dir.join("state").join("spool"))
+    };
+    let (listener, spool) = listen("listener", "lab-department-leak-key");
+    let (forger, forger_spool) = listen("forger", "not-the-department-key");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (r2, path2) = once(&lab, 2);
     assert!(
         r2.leaks.iter().all(|l| l.method != LeakMethod::Forwarding),
         "bureau 2 has no forwarding host: {:#?}",
         r2.leaks
+    );
+    let _ = once(&lab, 1);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    drop(listener);
+    drop(forger);
+    let heard = spooled(&spool);
+    let b2: Vec<_> = heard
+        .iter()
+        .filter(|r| r.unit_id == "lab-b2")
+        .flat_map(|r| r.leaks.iter())
+        .collect();
+    for proto in ["icmp", "udp", "tcp"] {
+        assert!(
+            b2.iter()
+                .any(|l| l.ip == "10.2.0.23" && l.method == LeakMethod::SpoofedSource && l.protocol == proto),
+            "the dual-homed PC answered the {proto} probe by its internet link: {heard:#?}"
+        );
+    }
+    assert!(
+        heard.iter().all(|r| r.unit_id != "lab-b1"),
+        "bureau 1 has no host with a path to the internet: {heard:#?}"
+    );
+    assert!(
+        spooled(&forger_spool).iter().all(|r| r.leaks.is_empty()),
+        "a listener without the department's key recognises nothing"
+    );
+    let sheet2 = score_files(&ScoreRequest {
+        rubric: None,
+        registry: lab.registry_path(2),
+        unit: None,
+        evidence: std::iter::once(path2).chain(spool_files(&spool, "lab-b2")).collect(),
+        period: PeriodChoice::Auto,
+        as_of: None,
+    })
+    .expect("scores");
+    let item2 = sheet2.items.iter().find(|i| i.id == "三.4").expect("三.4");
+    let evidence2 = serde_json::to_string(&item2.deductions).expect("json");
+    assert!(
+        evidence2.contains("10.2.0.23") && evidence2.contains("spoofed_source"),
+        "三.4 for bureau 2 names the dual-homed PC found by the listener: {item2:#?}"
     );
 
     // The collector's sheet: 三.4 loses points for the rogue router, with this evidence.
@@ -164,4 +235,51 @@ fn forwarding_probes_find_the_rogue_router_and_nothing_else() {
         item
     );
     let _ = lab.down();
+}
+
+/// Stops the listener when dropped.
+struct Listener(std::process::Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // SIGTERM: the listener spools what it heard, then exits.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The reports a listener spooled.
+fn spooled(spool: &std::path::Path) -> Vec<Report> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(spool).into_iter().flatten().flatten() {
+        if let Ok(text) = std::fs::read_to_string(e.path())
+            && let Ok(r) = Report::from_json(&text)
+        {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The spooled report files of one unit.
+fn spool_files(spool: &std::path::Path, unit: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(spool)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| Report::from_json(&t).ok())
+                .is_some_and(|r| r.unit_id == unit)
+        })
+        .collect()
 }

@@ -132,6 +132,23 @@ pub struct Config {
     pub timezone: chrono_tz::Tz,
     /// Agentless leak detection (`[leak]`); off unless configured.
     pub leak: Option<Leak>,
+    /// The leak listener's side (`[listener]`, for `kaohe-agent listen`).
+    pub listener: Option<Listener>,
+}
+
+/// `[listener]`: the internet-side leak listener that receives the answers to the agents'
+/// spoofed-source probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// The listener's address: the spoofed source of the agents' probes.
+    pub address: Ipv4Addr,
+    /// The department's leak key (the agents' `[leak] key`).
+    pub key: Vec<u8>,
+    /// Units whose TCP probes to recognise (a SYN-ACK carries no unit); ICMP and UDP
+    /// answers name their unit themselves.
+    pub units: Vec<String>,
+    /// Interfaces to capture on; empty: every interface that is up, except loopback.
+    pub interfaces: Vec<String>,
 }
 
 /// `[leak]`: probes of the LAN hosts the inventory found, for paths to the internet that
@@ -191,6 +208,18 @@ struct RawConfig {
     spool: RawSpool,
     timezone: Option<Spanned<String>>,
     leak: Option<RawLeak>,
+    listener: Option<RawListener>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: Spanned<String>,
+    key: Spanned<String>,
+    #[serde(default)]
+    units: Vec<String>,
+    #[serde(default)]
+    interfaces: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -641,7 +670,33 @@ impl Config {
             None => None,
             Some(l) => Some(leak_section(&ctx, l, &canaries)?),
         };
+        let listener = match &raw.listener {
+            None => None,
+            Some(l) => {
+                let address = l.address.get_ref().trim().parse::<Ipv4Addr>().map_err(|_| {
+                    ctx.err(
+                        l.address.span(),
+                        "listener.address",
+                        format!("“{}” 不是 IPv4 地址 (not an IPv4 address)", l.address.get_ref()),
+                    )
+                })?;
+                if l.key.get_ref().len() < 16 {
+                    return Err(ctx.err(
+                        l.key.span(),
+                        "listener.key",
+                        "密钥至少 16 个字符, 与各代理 [leak] key 相同 (at least 16 characters, the agents' key)",
+                    ));
+                }
+                Some(Listener {
+                    address,
+                    key: l.key.get_ref().as_bytes().to_vec(),
+                    units: l.units.clone(),
+                    interfaces: l.interfaces.clone(),
+                })
+            }
+        };
         Ok(Config {
+            listener,
             leak,
             timezone,
             unit_id: raw.unit_id,

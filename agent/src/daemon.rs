@@ -160,8 +160,9 @@ fn read_sequence(state_dir: &Path, spool: &Spool) -> u64 {
     saved.max(spooled)
 }
 
-/// Runs until `shutdown` turns true.
-pub async fn run(mut config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+/// What `run` and `listen` share: the enrolment filled in, the state directory, the spool
+/// and the report sequence.
+fn setup(mut config: Config) -> Result<Arc<Shared>, DaemonError> {
     // What `kaohe-agent enroll` stored fills in what the config file leaves out.
     if let Some(e) = crate::enroll::Enrollment::load(&config.state_dir) {
         config.agent_id.get_or_insert(e.agent_id);
@@ -181,10 +182,7 @@ pub async fn run(mut config: Config, mut shutdown: watch::Receiver<bool>) -> Res
     })?;
     let spool = Spool::open(&config.state_dir.join("spool"), config.spool_max_bytes)?;
     let sequence = read_sequence(&config.state_dir, &spool);
-    if config.is_empty() {
-        tracing::warn!("配置为空: 不探测任何目标, 只发送心跳报告 (empty config: nothing is probed)");
-    }
-    let shared = Arc::new(Shared {
+    Ok(Arc::new(Shared {
         memory: Mutex::new(Memory {
             tracker: OutageTracker::new(config.down_after_misses),
             first_seen: BTreeMap::new(),
@@ -199,7 +197,15 @@ pub async fn run(mut config: Config, mut shutdown: watch::Receiver<bool>) -> Res
         spool,
         sequence: Mutex::new(sequence),
         spooled: Notify::new(),
-    });
+    }))
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    if config.is_empty() {
+        tracing::warn!("配置为空: 不探测任何目标, 只发送心跳报告 (empty config: nothing is probed)");
+    }
+    let shared = setup(config)?;
     let prober = Prober::new(shared.config.probe_timeout);
     let mut tasks = tokio::task::JoinSet::new();
     let c = &shared.config;
@@ -475,6 +481,87 @@ async fn upload_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
             _ = s.spooled.notified(), if wait.is_none() => {}
             _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
+        }
+    }
+}
+
+/// `kaohe-agent listen`: the leak listener. Captures the answers to the agents'
+/// spoofed-source probes on every interface (or the configured ones), keeps those whose
+/// signature verifies, and every report interval spools one report per unit with its
+/// findings, delivered like the agent's reports. Runs until `shutdown` turns true.
+pub async fn listen(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let Some(listener) = config.listener.clone() else {
+        return Err(DaemonError::Setup(
+            "配置中没有 [listener] 段 (no [listener] section in the config)".into(),
+        ));
+    };
+    let shared = setup(config)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ifaces = crate::listener::interfaces(&listener.interfaces).map_err(DaemonError::Setup)?;
+    let mut threads = Vec::new();
+    for iface in ifaces {
+        tracing::info!(interface = %iface.name, address = %listener.address, "leak listener capturing");
+        let (l, tx, stop) = (listener.clone(), tx.clone(), stop.clone());
+        threads.push(tokio::task::spawn_blocking(move || {
+            crate::listener::capture(&iface, &l, &tx, &stop)
+        }));
+    }
+    drop(tx);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(upload_loop(shared.clone(), shutdown.clone()));
+    let mut heard: Vec<crate::listener::Heard> = Vec::new();
+    let mut timer = tokio::time::interval(shared.config.schedule.report_interval);
+    timer.tick().await;
+    loop {
+        tokio::select! {
+            Some(h) = rx.recv() => {
+                tracing::warn!(unit = %h.unit, host = %h.finding.ip, protocol = %h.finding.protocol, "leak found: a host answered by a path to the internet");
+                heard.push(h);
+            }
+            _ = timer.tick() => spool_heard(&shared, &mut heard),
+            _ = shutdown.changed() => {
+                spool_heard(&shared, &mut heard);
+                break;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        if let Ok(Err(e)) = t.await {
+            tracing::error!(error = %e, "capture stopped");
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One report per unit with what was heard since the last, spooled.
+fn spool_heard(s: &Shared, heard: &mut Vec<crate::listener::Heard>) {
+    let mut by_unit: BTreeMap<String, Vec<kaohe_rubric::evidence::LeakFinding>> = BTreeMap::new();
+    for h in heard.drain(..) {
+        let list = by_unit.entry(h.unit).or_default();
+        let dup = list
+            .iter()
+            .any(|f| f.ip == h.finding.ip && f.protocol == h.finding.protocol);
+        if !dup {
+            list.push(h.finding);
+        }
+    }
+    for (unit, leaks) in by_unit {
+        let mut r = Report::empty(
+            uuid::Uuid::new_v4(),
+            s.config.agent_id.as_deref().unwrap_or(UNENROLLED),
+            &unit,
+            s.next_sequence(),
+            Utc::now(),
+            platform::host_facts(s.started_at),
+        );
+        r.checks.leak_detection = CheckStatus::Ran;
+        r.leaks = leaks;
+        match s.spool.push(&mut r) {
+            Ok(_) => s.spooled.notify_one(),
+            Err(e) => tracing::error!(error = %e, "cannot spool the listener's report"),
         }
     }
 }

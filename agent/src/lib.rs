@@ -15,6 +15,7 @@ pub mod enroll;
 pub mod inventory;
 pub mod isolation;
 pub mod leak;
+pub mod listener;
 pub mod platform;
 pub mod reachability;
 pub mod services;

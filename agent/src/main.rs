@@ -52,6 +52,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// 泄漏监听端 (部署在互联网侧): 接收代理伪造源地址探测的应答, 验证签名后报告跨网主机
+    /// (the internet-side leak listener: verifies answers to spoofed-source probes, reports them)
+    Listen {
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// 检查配置文件并说明将检测什么 (validate the config and say what it will check)
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
@@ -120,6 +126,32 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAOHE_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     match cli.command {
+        Command::Listen { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let result = rt.block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutting down");
+                    let _ = tx.send(true);
+                });
+                kaohe_agent::daemon::listen(c, rx).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("错误 (error): {e}");
+                    ExitCode::from(74)
+                }
+            }
+        }
         Command::Run { config } => {
             let c = match load(&config) {
                 Ok(c) => c,

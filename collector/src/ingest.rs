@@ -149,7 +149,12 @@ async fn ingest(State(s): State<Arc<AppState>>, headers: HeaderMap, body: String
             &format!("the report carries `{field}`, which only the collector's roll-ups may have"),
         );
     }
-    if report.agent_id != agent.id || report.unit_id != agent.unit_id {
+    // A leak listener is enrolled for a unit high in the tree (the department) and reports
+    // leak findings for the units below it; nothing else may cross units.
+    let listener_ok = report.unit_id != agent.unit_id
+        && report.is_leak_only()
+        && s.store.is_below(&report.unit_id, &agent.unit_id).await.unwrap_or(false);
+    if report.agent_id != agent.id || (report.unit_id != agent.unit_id && !listener_ok) {
         tracing::warn!(agent = %agent.id, claimed_unit = %report.unit_id, "report names another agent or unit");
         return reject(
             StatusCode::FORBIDDEN,

@@ -394,6 +394,23 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `unit` lies below `ancestor` in the hierarchy (not equal).
+    pub async fn is_below(&self, unit: &str, ancestor: &str) -> Result<bool, StoreError> {
+        let mut at = self.unit(unit).await?.and_then(|u| u.parent);
+        let mut hops = 0;
+        while let Some(p) = at {
+            if p == ancestor {
+                return Ok(true);
+            }
+            hops += 1;
+            if hops > 32 {
+                break;
+            }
+            at = self.unit(&p).await?.and_then(|u| u.parent);
+        }
+        Ok(false)
+    }
+
     /// Adds a unit. Its parent, if any, must exist.
     pub async fn add_unit(&self, unit: &Unit) -> Result<(), StoreError> {
         if let Some(p) = &unit.parent

@@ -434,3 +434,50 @@ async fn an_isolation_breach_raises_an_alert_pushed_to_the_webhook_once_retried_
         assert_eq!(open.len(), 1, "{backend}: one open alert for the breach");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_listener_reports_findings_for_units_below_its_own_and_nothing_else() {
+    for (backend, url) in common::database_urls("listener").await {
+        let r = start(&format!("listener-{backend}"), url).await;
+        // The listener is enrolled for the province "nx"; agents of nx/a and nx/b.
+        let (listener, listener_cred) = enrol(&r, "nx").await;
+        let (_, cred_b) = enrol(&r, "nx/b").await;
+        let leak_report = |agent: &str, unit: &str, seq: u64| {
+            let mut rep = report(unit, agent, seq);
+            rep.checks.leak_detection = kaohe_rubric::evidence::CheckStatus::Ran;
+            rep.leaks.push(kaohe_rubric::evidence::LeakFinding {
+                at: Utc::now(),
+                ip: "10.1.0.23".into(),
+                mac: None,
+                method: kaohe_rubric::evidence::LeakMethod::SpoofedSource,
+                protocol: "icmp".into(),
+                detail: "echo reply reached the listener".into(),
+            });
+            rep
+        };
+        let json = |rep: &Report| serde_json::to_string(rep).expect("json");
+        let (s, text) = post(&r, Some(&listener_cred), json(&leak_report(&listener, "nx/a", 1))).await;
+        assert_eq!(
+            s, 200,
+            "{backend}: the listener reports a finding for a unit below it: {text}"
+        );
+        // More than leak findings for another unit: refused.
+        let mut more = leak_report(&listener, "nx/a", 2);
+        more.checks.inventory = kaohe_rubric::evidence::CheckStatus::Ran;
+        let (s, _) = post(&r, Some(&listener_cred), json(&more)).await;
+        assert_eq!(s, 403, "{backend}: a listener's report carries leak findings only");
+        // A bureau's agent cannot report for its sibling, leak-only or not.
+        let agent_b = r.store.agents(Some("nx/b")).await.expect("agents")[0].id.clone();
+        let (s, _) = post(&r, Some(&cred_b), json(&leak_report(&agent_b, "nx/a", 1))).await;
+        assert_eq!(s, 403, "{backend}: no unit reports for a sibling");
+        // The finding is nx/a's evidence and raised an alert there.
+        assert_eq!(r.store.report_count("nx/a").await.expect("count"), 1, "{backend}");
+        let alerts = r.store.open_alerts(None, Utc::now()).await.expect("alerts");
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.unit_id == "nx/a" && a.detail.contains("10.1.0.23")),
+            "{backend}: {alerts:?}"
+        );
+    }
+}

@@ -488,6 +488,30 @@ impl Report {
             .then_some("probes.samples[].run")
     }
 
+    /// Whether the report carries nothing but leak findings (a leak listener's report,
+    /// which may name any unit below the listener's own).
+    pub fn is_leak_only(&self) -> bool {
+        let c = &self.checks;
+        let only_leak = [
+            c.reachability,
+            c.isolation,
+            c.self_check,
+            c.inventory,
+            c.services,
+            c.daily,
+        ]
+        .iter()
+        .all(|s| *s == CheckStatus::NotConfigured);
+        only_leak
+            && self.probes.samples.is_empty()
+            && self.outages.is_empty()
+            && self.isolation.is_empty()
+            && self.self_check.is_none()
+            && self.inventory.is_empty()
+            && self.services.is_empty()
+            && self.daily_checks.is_empty()
+    }
+
     /// Reads a file's worth of reports: one report object, or an array of them.
     pub fn many_from_json(text: &str) -> Result<Vec<Report>, EvidenceError> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| EvidenceError::Json(e.to_string()))?;

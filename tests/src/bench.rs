@@ -215,6 +215,9 @@ pub enum Tool {
     Agent {
         max_pps: Option<u32>,
     },
+    /// `kaohe-agent once` with `[leak]`: the sweep, then 5 probe frames per live host
+    /// (3 spoofed-source, 2 forwarding) at 1000 frames/s, and 500 ms for answers.
+    AgentLeak,
     ArpScan,
     Nmap,
     NmapT5,
@@ -224,6 +227,7 @@ impl Tool {
     pub fn parse(s: &str) -> Result<Tool, String> {
         match s {
             "agent" => Ok(Tool::Agent { max_pps: None }),
+            "agent-leak" => Ok(Tool::AgentLeak),
             "arp-scan" => Ok(Tool::ArpScan),
             "nmap" => Ok(Tool::Nmap),
             "nmap-t5" => Ok(Tool::NmapT5),
@@ -241,6 +245,7 @@ impl Tool {
         match self {
             Tool::Agent { max_pps: None } => "kaohe-agent (default, 500 pps)".into(),
             Tool::Agent { max_pps: Some(p) } => format!("kaohe-agent (max_pps = {p})"),
+            Tool::AgentLeak => "kaohe-agent with leak probes (5 frames per host, 1000/s, 500 ms wait)".into(),
             Tool::ArpScan => "arp-scan".into(),
             Tool::Nmap => "nmap -sn".into(),
             Tool::NmapT5 => "nmap -sn -T5".into(),
@@ -250,7 +255,7 @@ impl Tool {
     /// The program it needs, to say so when it is missing.
     fn program(&self) -> Option<&'static str> {
         match self {
-            Tool::Agent { .. } => None,
+            Tool::Agent { .. } | Tool::AgentLeak => None,
             Tool::ArpScan => Some("arp-scan"),
             Tool::Nmap | Tool::NmapT5 => Some("nmap"),
         }
@@ -359,7 +364,7 @@ fn first_ips(text: &str, skip_prefix: &str) -> BTreeSet<Ipv4Addr> {
 impl SweepLan {
     fn command(&self, tool: &Tool, opts: &SweepOptions, config: &Path, report: &Path) -> Command {
         match tool {
-            Tool::Agent { .. } => {
+            Tool::Agent { .. } | Tool::AgentLeak => {
                 let mut cmd = in_netns(&self.scanner_ns, &opts.agent);
                 cmd.args(["once", "--config"])
                     .arg(config)
@@ -416,7 +421,7 @@ impl SweepLan {
             inventory_len: None,
         };
         let all_found = match tool {
-            Tool::Agent { .. } => {
+            Tool::Agent { .. } | Tool::AgentLeak => {
                 if let Some(line) = stderr.lines().find(|l| l.contains("ARP sweep done")) {
                     run.logged = field(line, "elapsed_ms").map(Duration::from_millis);
                     run.requests = field(line, "requests");
@@ -465,7 +470,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepResult, BenchError> {
     for t in &opts.tools {
         match t.program() {
             Some(p) if !have(p) => skipped.push((t.clone(), format!("{p} is not installed"))),
-            _ if matches!(t, Tool::Agent { .. }) && !opts.agent.is_file() => skipped.push((
+            _ if matches!(t, Tool::Agent { .. } | Tool::AgentLeak) && !opts.agent.is_file() => skipped.push((
                 t.clone(),
                 format!(
                     "{} is missing (cargo build --release -p kaohe-agent)",
@@ -489,6 +494,12 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepResult, BenchError> {
             );
             if let Tool::Agent { max_pps: Some(p) } = t {
                 text.push_str(&format!("max_pps = {p}\n"));
+            }
+            if *t == Tool::AgentLeak {
+                // Documentation addresses only; every frame goes to the LAN's hosts.
+                text.push_str(
+                    "\n[leak]\nlistener = \"203.0.113.99\"\nkey = \"bench-leak-key-0123\"\nforward_to = [\"198.51.100.10\"]\nmax_pps = 1000\nwait_ms = 500\n",
+                );
             }
             fs::write(&path, text).map_err(io_err(format_args!("writing {}", path.display())))?;
             Ok(path)
@@ -531,7 +542,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepResult, BenchError> {
 /// The command as a person would type it (environment first, paths as given).
 fn command_line(cmd: &Command, tool: &Tool) -> String {
     let mut s = String::new();
-    if matches!(tool, Tool::Agent { .. }) {
+    if matches!(tool, Tool::Agent { .. } | Tool::AgentLeak) {
         s.push_str("KAOHE_LOG=kaohe_agent=info ");
     }
     s.push_str(&describe(cmd));
@@ -629,7 +640,7 @@ impl SweepResult {
         let inv: Vec<String> = self
             .tools
             .iter()
-            .filter(|t| matches!(t.tool, Tool::Agent { .. }))
+            .filter(|t| matches!(t.tool, Tool::Agent { .. } | Tool::AgentLeak))
             .filter_map(|t| {
                 let lens: BTreeSet<usize> = t.runs.iter().filter_map(|r| r.inventory_len).collect();
                 let lens: Vec<String> = lens.iter().map(usize::to_string).collect();

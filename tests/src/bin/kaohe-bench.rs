@@ -11,7 +11,7 @@ use kaohe_tests::lab::cli::ArgList;
 const USAGE: &str = "\
 usage: kaohe-bench COMMAND [OPTIONS]
 
-  sweep [--hosts 45] [--runs 7] [--tools agent,agent-5000,arp-scan,nmap,nmap-t5]
+  sweep [--hosts 45] [--runs 7] [--tools agent,agent-5000,agent-leak,arp-scan,nmap,nmap-t5]
         [--prefix kb] [--agent PATH]
       /24 ARP sweep of kaohe-agent beside arp-scan and nmap -sn, on a LAN of
       namespaces built for it (and torn down after)
