@@ -4,7 +4,8 @@
 //!   "unit_id", "credential", "ca_pem"}`; 401 for an unknown, used or expired secret.
 //! - `POST /api/v1/reports` with `Authorization: Bearer CREDENTIAL` and a schema-v1 report
 //!   → `{"report_id", "status": "stored" | "duplicate"}`, sent only after the commit.
-//!   401 unknown credential, 403 revoked agent or a report naming another agent or unit,
+//!   401 unknown credential, 403 revoked agent or a report naming another agent or unit
+//!   (a leak listener may name a unit below its own, with leak findings only),
 //!   400 malformed JSON or wrong schema version (the message says which was expected),
 //!   413 body too large, 429 over the per-agent rate.
 //!
