@@ -28,6 +28,9 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &BridgingRule, max: f64) -> Outcome {
     }
     // Host key → evidence, in first-seen order of keys.
     let mut hosts: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
+    // The leak listener knows only a host's IP; the inventory gives its MAC, so that one
+    // host found by several probes counts once.
+    let mac_of: BTreeMap<String, String> = observed(ctx).into_iter().filter_map(|s| Some((s.ip, s.mac?))).collect();
     let mut seen_findings: std::collections::BTreeSet<(String, String, Option<String>)> = Default::default();
     for r in &ctx.reports {
         if let Some(sc) = r.self_check.as_ref().filter(|sc| ctx.contains(sc.at)) {
@@ -55,7 +58,11 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &BridgingRule, max: f64) -> Outcome {
             }
         }
         for l in r.leaks.iter().filter(|l| ctx.contains(l.at)) {
-            let mac = l.mac.as_deref().and_then(normalize_mac);
+            let mac = l
+                .mac
+                .as_deref()
+                .and_then(normalize_mac)
+                .or_else(|| mac_of.get(&l.ip).cloned());
             let key = mac.clone().unwrap_or_else(|| format!("ip:{}", l.ip));
             let list = hosts.entry(key).or_default();
             let method = match l.method {
