@@ -121,7 +121,7 @@ fn leak_probes_find_the_bridging_hosts_of_bureaus_2_and_3_and_nothing_in_bureau_
     assert!(
         rogue
             .iter()
-            .any(|l| l.method == LeakMethod::Forwarding && l.detail.contains("time exceeded")),
+            .any(|l| l.method == LeakMethod::Forwarding && l.detail.contains("forwards packets")),
         "the TTL-1 probe expired at the rogue router: {:#?}",
         r3.leaks
     );

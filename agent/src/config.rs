@@ -329,15 +329,33 @@ struct RawSpool {
 }
 
 /// Checks `[leak]`. Addresses come from the config only; nothing is probed by default.
-fn leak_section(ctx: &Ctx<'_>, l: &RawLeak, canaries: &[Canary]) -> Result<Leak, ConfigError> {
+fn leak_section(
+    ctx: &Ctx<'_>,
+    l: &RawLeak,
+    canaries: &[Canary],
+    lan: &[Ipv4Net],
+    private: &[IpNet],
+) -> Result<Leak, ConfigError> {
+    // The listener and the forwarding destinations are internet addresses: never the LAN,
+    // the private network, or an address every host would take as its own.
     let ipv4 = |v: &Spanned<String>, key: &str| {
-        v.get_ref().trim().parse::<Ipv4Addr>().map_err(|_| {
+        let ip = v.get_ref().trim().parse::<Ipv4Addr>().map_err(|_| {
             ctx.err(
                 v.span(),
                 key,
                 format!("“{}” 不是 IPv4 地址 (not an IPv4 address)", v.get_ref()),
             )
-        })
+        })?;
+        let special = ip.is_loopback() || ip.is_multicast() || ip.is_unspecified() || ip.is_broadcast();
+        let inside = lan.iter().any(|n| n.contains(&ip)) || private.iter().any(|n| n.contains(&IpAddr::V4(ip)));
+        if special || inside {
+            return Err(ctx.err(
+                v.span(),
+                key,
+                format!("{ip} 应为互联网侧地址, 不能是局域网、专网或特殊地址 (must be an internet address)"),
+            ));
+        }
+        Ok(ip)
     };
     let listener = l.listener.as_ref().map(|v| ipv4(v, "leak.listener")).transpose()?;
     if l.key.get_ref().len() < 16 {
@@ -668,7 +686,13 @@ impl Config {
         };
         let leak = match &raw.leak {
             None => None,
-            Some(l) => Some(leak_section(&ctx, l, &canaries)?),
+            Some(l) => Some(leak_section(
+                &ctx,
+                l,
+                &canaries,
+                &inventory_prefixes,
+                &private_prefixes,
+            )?),
         };
         let listener = match &raw.listener {
             None => None,
@@ -846,6 +870,12 @@ mod tests {
         )
         .expect_err("bad listener");
         assert_eq!((e.line, e.key.as_str()), (Some(3), "leak.listener"), "{e}");
+        let e = Config::from_toml(
+            "[inventory]\nprefixes = [\"10.1.0.0/24\"]\n[leak]\nkey = \"0123456789abcdef\"\nlistener = \"10.1.0.99\"\n",
+            "a.toml",
+        )
+        .expect_err("a LAN address as the listener");
+        assert_eq!(e.key, "leak.listener", "{e}");
         let c = Config::from_toml("", "a.toml").expect("empty");
         assert!(c.leak.is_none(), "an empty config probes nothing");
     }

@@ -513,24 +513,38 @@ pub async fn listen(config: Config, mut shutdown: watch::Receiver<bool>) -> Resu
     let mut heard: Vec<crate::listener::Heard> = Vec::new();
     let mut timer = tokio::time::interval(shared.config.schedule.report_interval);
     timer.tick().await;
-    loop {
+    let deaf = loop {
         tokio::select! {
-            Some(h) = rx.recv() => {
-                tracing::warn!(unit = %h.unit, host = %h.finding.ip, protocol = %h.finding.protocol, "leak found: a host answered by a path to the internet");
-                heard.push(h);
-            }
+            h = rx.recv() => match h {
+                Some(h) => {
+                    tracing::warn!(unit = %h.unit, host = %h.finding.ip, protocol = %h.finding.protocol, "leak found: a host answered by a path to the internet");
+                    heard.push(h);
+                }
+                // Every capture ended: a listener that hears nothing must not look alive.
+                None => break true,
+            },
             _ = timer.tick() => spool_heard(&shared, &mut heard),
-            _ = shutdown.changed() => {
-                spool_heard(&shared, &mut heard);
-                break;
-            }
+            _ = shutdown.changed() => break false,
         }
-    }
+    };
+    // Stop the captures, keep what they heard until then, then spool it.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut errors = Vec::new();
     for t in threads {
         if let Ok(Err(e)) = t.await {
             tracing::error!(error = %e, "capture stopped");
+            errors.push(e);
         }
+    }
+    while let Ok(h) = rx.try_recv() {
+        heard.push(h);
+    }
+    spool_heard(&shared, &mut heard);
+    if deaf {
+        return Err(DaemonError::Setup(format!(
+            "泄漏监听端的所有抓包都已停止 (every capture stopped): {}",
+            errors.join("; ")
+        )));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())

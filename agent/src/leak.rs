@@ -32,8 +32,11 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
-/// The first UDP/TCP source port of our probes; the low bits carry part of the nonce.
+/// The first UDP/TCP source port of our probes; the low bits carry part of the nonce
+/// (UDP) or of the signature (TCP).
 const PORT_BASE: u16 = 0xC000;
+/// The longest unit id a payload carries, in bytes.
+pub const MAX_UNIT: usize = 200;
 
 /// How a probe asks for an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +110,9 @@ impl Signer {
     /// The signed payload of an ICMP or UDP probe:
     /// MAGIC, kind, target, nonce, time, unit length, unit, tag.
     pub fn payload(&self, s: &Stamp) -> Vec<u8> {
+        // Unit ids are short paths; one too long to carry is not probed for (see `run`).
         let unit = s.unit.as_bytes();
-        let unit = &unit[..unit.len().min(200)];
+        let unit = &unit[..unit.len().min(MAX_UNIT)];
         let mut p = Vec::with_capacity(MAGIC.len() + 15 + unit.len() + TAG_LEN);
         p.extend_from_slice(MAGIC);
         p.push(s.kind.code());
@@ -149,18 +153,22 @@ impl Signer {
         same(&want, tag).then_some(stamp)
     }
 
-    /// The TCP probe's sequence number: what a SYN-ACK or RST acknowledges (plus one).
-    /// Signed over the target, the ports and the minute, for the unit.
-    pub fn tcp_seq(&self, unit: &str, target: Ipv4Addr, dst_port: u16, src_port: u16, minute: u32) -> u32 {
+    /// The TCP probe's source port and sequence number (what a SYN-ACK or RST
+    /// acknowledges, plus one): 46 bits of an HMAC over the unit, the target, the port
+    /// probed and the minute, so that guessing one takes ~2^46 tries.
+    pub fn tcp_tag(&self, unit: &str, target: Ipv4Addr, dst_port: u16, minute: u32) -> (u16, u32) {
         let mut m = Vec::with_capacity(32);
         m.extend_from_slice(b"KHLKT");
         m.extend_from_slice(&target.octets());
         m.extend_from_slice(&dst_port.to_be_bytes());
-        m.extend_from_slice(&src_port.to_be_bytes());
         m.extend_from_slice(&minute.to_be_bytes());
         m.extend_from_slice(unit.as_bytes());
-        let full = hmac::sign(&self.key, &m);
-        u32::from_be_bytes([full.as_ref()[0], full.as_ref()[1], full.as_ref()[2], full.as_ref()[3]])
+        let f = hmac::sign(&self.key, &m);
+        let f = f.as_ref();
+        (
+            PORT_BASE | (u16::from_be_bytes([f[0], f[1]]) & 0x3fff),
+            u32::from_be_bytes([f[2], f[3], f[4], f[5]]),
+        )
     }
 }
 
@@ -254,7 +262,7 @@ pub fn probe_frame(signer: &Signer, a: &Addressing, stamp: &Stamp) -> Vec<u8> {
             (PROTO_UDP, udp)
         }
         Kind::Tcp(port) => {
-            let seq = signer.tcp_seq(&stamp.unit, stamp.target, port, src_port, stamp.at / 60);
+            let (src_port, seq) = signer.tcp_tag(&stamp.unit, stamp.target, port, stamp.at / 60);
             let mut tcp = Vec::with_capacity(20);
             tcp.extend_from_slice(&src_port.to_be_bytes());
             tcp.extend_from_slice(&port.to_be_bytes());
@@ -409,16 +417,20 @@ impl Reply {
                 ack,
                 ..
             } => {
+                // Not one of our ports: no HMAC is spent on it.
+                if dst_port & !0x3fff != PORT_BASE {
+                    return None;
+                }
                 let seq = ack.wrapping_sub(1);
                 for unit in units {
-                    for back in 0..=minutes {
-                        let minute = (now / 60).saturating_sub(back);
-                        if signer.tcp_seq(unit, *from, *src_port, *dst_port, minute) == seq {
+                    // The minutes before, and one after for clock skew.
+                    for minute in (now / 60).saturating_sub(minutes)..=(now / 60).saturating_add(1) {
+                        if signer.tcp_tag(unit, *from, *src_port, minute) == (*dst_port, seq) {
                             return Some(Stamp {
                                 unit: unit.clone(),
                                 target: *from,
                                 kind: Kind::Tcp(*src_port),
-                                nonce: u32::from(*dst_port & 0x3fff),
+                                nonce: seq,
                                 at: minute * 60,
                             });
                         }
@@ -643,7 +655,9 @@ pub fn plan(
             }
         }
         for &canary in leak.forward_to.iter().filter(|_| !routers.contains(&host)) {
-            for ttl in [1, 64] {
+            // TTL 1 expires at the host (it forwards), TTL 2 at its next hop (where to),
+            // TTL 64 reaches the canary if the way leads out.
+            for ttl in [1, 2, 64] {
                 out.push(Planned {
                     host,
                     host_mac,
@@ -664,12 +678,15 @@ pub fn plan(
 /// exceeded, redirect or unreachable quoting one of our forwarding probes, or a canary's
 /// echo reply carrying our signed payload. (Answers to spoofed-source probes go to the
 /// listener.) Blocking: run it on a blocking thread. Needs CAP_NET_RAW.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     leak: &crate::config::Leak,
     unit: &str,
     iface: &pnet_datalink::NetworkInterface,
     our_mac: Mac,
     our_ip: Ipv4Addr,
+    lan: &ipnet::Ipv4Net,
+    private: &[ipnet::IpNet],
     planned: &[Planned],
 ) -> Result<Vec<kaohe_rubric::evidence::LeakFinding>, String> {
     use std::collections::BTreeMap;
@@ -693,9 +710,18 @@ pub fn run(
     let macs: BTreeMap<Ipv4Addr, Mac> = planned.iter().map(|p| (p.host, p.host_mac)).collect();
     let interval = Duration::from_secs_f64(1.0 / f64::from(leak.max_pps.max(1)));
     let mut findings: BTreeMap<(Ipv4Addr, String), kaohe_rubric::evidence::LeakFinding> = BTreeMap::new();
+    if unit.len() > MAX_UNIT {
+        return Err(format!(
+            "单位标识超过 {MAX_UNIT} 字节, 无法签名 (unit id too long to sign)"
+        ));
+    }
     let mut next = 0;
     let mut next_send = Instant::now();
     let mut last_send = Instant::now();
+    // Only answers to the probes of this run count: a replayed answer carries another nonce.
+    let mut sent: std::collections::HashSet<u32> = std::collections::HashSet::with_capacity(planned.len());
+    // Hosts whose TTL-1 probe expired at themselves: they forward.
+    let mut forwards: std::collections::BTreeSet<Ipv4Addr> = std::collections::BTreeSet::new();
     loop {
         while next < planned.len() && Instant::now() >= next_send {
             let p = &planned[next];
@@ -706,6 +732,9 @@ pub fn run(
                 nonce: rand::random(),
                 at: chrono::Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32,
             };
+            if p.method == "forwarding" {
+                sent.insert(stamp.nonce);
+            }
             let a = Addressing {
                 src_mac: our_mac,
                 dst_mac: p.host_mac,
@@ -717,7 +746,8 @@ pub fn run(
                 tracing::debug!(error = %e, "leak probe not sent");
             }
             next += 1;
-            next_send += interval;
+            // Spaced by the interval from the last frame: no burst to catch up after a stall.
+            next_send = Instant::now() + interval;
             last_send = Instant::now();
         }
         if next >= planned.len() && last_send.elapsed() >= leak.wait {
@@ -729,23 +759,37 @@ pub fn run(
             Err(e) => return Err(format!("读取 {} 失败 (receive failed): {e}", iface.name)),
         };
         let Some(reply) = Reply::parse(frame) else { continue };
-        let (to, how) = match &reply {
+        // Proof that a probe left the private network through the host: the canary's
+        // reply, or the probe expiring at a router outside the private network and the LAN.
+        // The host's own time-exceeded (TTL 1) only shows that it forwards — any Docker
+        // desktop does — and redirects or unreachables are no proof of a way out.
+        let outside = |a: &Ipv4Addr| {
+            let ip = std::net::IpAddr::V4(*a);
+            !lan.contains(a)
+                && if private.is_empty() {
+                    !a.is_private()
+                } else {
+                    !private.iter().any(|p| p.contains(&ip))
+                }
+        };
+        let (to, how, proof) = match &reply {
             Reply::IcmpError {
                 to,
-                icmp_type,
+                icmp_type: 11,
                 from,
                 quoted,
-            } if quoted.proto == PROTO_ICMP => {
-                let what = match icmp_type {
-                    11 => "TTL 耗尽 (time exceeded)",
-                    5 => "重定向 (redirect)",
-                    _ => "不可达 (unreachable)",
-                };
-                (*to, format!("{what} from {from} for a probe to {}", quoted.dst))
-            }
+            } if quoted.proto == PROTO_ICMP => (
+                *to,
+                format!(
+                    "TTL 耗尽于 {from} (time exceeded at {from}) for a probe to {}",
+                    quoted.dst
+                ),
+                outside(from),
+            ),
             Reply::EchoReply { from, to, .. } if leak.forward_to.contains(from) => (
                 *to,
                 format!("互联网探测点 {from} 经该主机应答 (the canary answered through the host)"),
+                true,
             ),
             _ => continue,
         };
@@ -755,10 +799,20 @@ pub fn run(
         let Some(stamp) = reply.stamp(&signer, &[], 0, 0) else {
             continue;
         };
-        if stamp.unit != unit || stamp.kind != Kind::Icmp || !macs.contains_key(&stamp.target) {
+        if stamp.unit != unit
+            || stamp.kind != Kind::Icmp
+            || !macs.contains_key(&stamp.target)
+            || !sent.contains(&stamp.nonce)
+        {
             continue;
         }
-        let key = (stamp.target, how.split(" from ").next().unwrap_or("").to_string());
+        if !proof {
+            if how.contains(&format!("at {}", stamp.target)) {
+                forwards.insert(stamp.target);
+            }
+            continue;
+        }
+        let key = (stamp.target, how.clone());
         findings
             .entry(key)
             .or_insert_with(|| kaohe_rubric::evidence::LeakFinding {
@@ -770,7 +824,14 @@ pub fn run(
                 detail: format!("转发探测 (forwarding probe): {how}"),
             });
     }
-    Ok(findings.into_values().collect())
+    let mut out: Vec<_> = findings.into_values().collect();
+    for f in &mut out {
+        if f.ip.parse().is_ok_and(|ip: Ipv4Addr| forwards.contains(&ip)) {
+            f.detail
+                .push_str("; 该主机转发数据包 (TTL 1 在该主机耗尽; the host forwards packets)");
+        }
+    }
+    Ok(out)
 }
 
 /// What one leak-detection round did.
@@ -801,15 +862,25 @@ pub fn detect(config: &crate::config::Config, found: &crate::inventory::Found, d
                 continue;
             }
         };
+        // Only hosts that answered this sweep: not neighbour-table hearsay.
         let hosts: Vec<(Ipv4Addr, Mac)> = found
             .devices
             .iter()
-            .filter(|(ip, _)| prefix.contains(*ip))
+            .filter(|(ip, (_, how))| prefix.contains(*ip) && how.contains(&kaohe_rubric::evidence::HowSeen::ArpSweep))
             .map(|(ip, (mac, _))| (*ip, *mac))
             .collect();
         let planned = plan(leak, our_ip, &hosts, &routers);
         if !dry {
-            match run(leak, &unit, &iface, our_mac, our_ip, &planned) {
+            match run(
+                leak,
+                &unit,
+                &iface,
+                our_mac,
+                our_ip,
+                prefix,
+                &config.private_prefixes,
+                &planned,
+            ) {
                 Ok(f) => round.findings.extend(f),
                 Err(e) => round.errors.push(e),
             }

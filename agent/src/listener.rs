@@ -15,6 +15,9 @@ use kaohe_rubric::evidence::{LeakFinding, LeakMethod};
 use crate::config::Listener;
 use crate::leak::{Kind, Reply, Signer};
 
+/// How old a probe's answer may be (by the probe's signed time) to count.
+pub const MAX_AGE_SECS: u32 = 300;
+
 /// A verified answer: the unit whose agent probed, and the finding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heard {
@@ -45,8 +48,13 @@ pub fn interfaces(names: &[String]) -> Result<Vec<pnet_datalink::NetworkInterfac
 }
 
 /// What a verified answer says about the host, or None when it is not a verified answer
-/// to one of our spoofed-source probes addressed to `address`.
+/// to one of our spoofed-source probes addressed to `address`, sent within
+/// [`MAX_AGE_SECS`].
 pub fn hear(reply: &Reply, signer: &Signer, l: &Listener, now_unix: u32) -> Option<Heard> {
+    hear_with_nonce(reply, signer, l, now_unix).map(|(h, _)| h)
+}
+
+fn hear_with_nonce(reply: &Reply, signer: &Signer, l: &Listener, now_unix: u32) -> Option<(Heard, u32)> {
     let (to, from, how) = match reply {
         Reply::EchoReply { from, to, .. } => (*to, *from, "ICMP 回显应答 (echo reply)"),
         Reply::IcmpError {
@@ -62,6 +70,10 @@ pub fn hear(reply: &Reply, signer: &Signer, l: &Listener, now_unix: u32) -> Opti
         return None;
     }
     let stamp = reply.stamp(signer, &l.units, now_unix, 3)?;
+    // A probe answered long after it was sent is a replay (or a clock far off).
+    if now_unix.abs_diff(stamp.at) > MAX_AGE_SECS {
+        return None;
+    }
     // The kind of answer must fit the kind of probe.
     let fits = matches!(
         (reply, stamp.kind),
@@ -77,17 +89,21 @@ pub fn hear(reply: &Reply, signer: &Signer, l: &Listener, now_unix: u32) -> Opti
     } else {
         format!(", 经公网地址 {from} (via {from})")
     };
-    Some(Heard {
-        unit: stamp.unit.clone(),
-        finding: LeakFinding {
-            at: Utc::now(),
-            ip: stamp.target.to_string(),
-            mac: None,
-            method: LeakMethod::SpoofedSource,
-            protocol: stamp.kind.name().into(),
-            detail: format!("伪造源地址探测的应答到达互联网侧监听端 {}: {how}{via}", l.address),
+    let nonce = stamp.nonce;
+    Some((
+        Heard {
+            unit: stamp.unit.clone(),
+            finding: LeakFinding {
+                at: Utc::now(),
+                ip: stamp.target.to_string(),
+                mac: None,
+                method: LeakMethod::SpoofedSource,
+                protocol: stamp.kind.name().into(),
+                detail: format!("伪造源地址探测的应答到达互联网侧监听端 {}: {how}{via}", l.address),
+            },
         },
-    })
+        nonce,
+    ))
 }
 
 /// Captures on one interface until `stop` is set, sending each verified answer.
@@ -113,6 +129,8 @@ pub fn capture(
             ));
         }
     };
+    // Each probe's answer counts once: a captured answer sent again is dropped.
+    let mut seen: std::collections::HashMap<(String, u32), u32> = std::collections::HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let frame = match rx.next() {
             Ok(f) => f,
@@ -121,9 +139,19 @@ pub fn capture(
         };
         let Some(reply) = Reply::parse(frame) else { continue };
         let now = Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
-        if let Some(h) = hear(&reply, &signer, l, now)
-            && tx.send(h).is_err()
+        let Some((h, nonce)) = hear_with_nonce(&reply, &signer, l, now) else {
+            continue;
+        };
+        if seen.len() > 100_000 {
+            seen.retain(|_, t| now.abs_diff(*t) <= MAX_AGE_SECS);
+        }
+        if seen
+            .insert((format!("{}|{}", h.unit, h.finding.protocol), nonce), now)
+            .is_some()
         {
+            continue;
+        }
+        if tx.send(h).is_err() {
             break;
         }
     }
@@ -175,6 +203,10 @@ mod tests {
         let key = b"lab-department-leak-key";
         let l = listener(key);
         let h = hear(&echo_reply(key, l.address), &Signer::new(key), &l, 1_800_000_000).expect("heard");
+        assert!(
+            hear(&echo_reply(key, l.address), &Signer::new(key), &l, 1_800_000_000 + 3600).is_none(),
+            "an answer an hour late is a replay"
+        );
         assert_eq!((h.unit.as_str(), h.finding.ip.as_str()), ("lab-b2", "10.2.0.23"));
         assert_eq!(h.finding.method, LeakMethod::SpoofedSource);
         assert!(h.finding.detail.contains("203.0.113.99"), "{}", h.finding.detail);
@@ -185,9 +217,17 @@ mod tests {
         let l = listener(b"lab-department-leak-key");
         let signer = Signer::new(&l.key);
         // Signed with another key: someone without the department's key.
-        assert!(hear(&echo_reply(b"someone-elses-key!!", l.address), &signer, &l, 0).is_none());
+        assert!(
+            hear(
+                &echo_reply(b"someone-elses-key!!", l.address),
+                &signer,
+                &l,
+                1_800_000_000
+            )
+            .is_none()
+        );
         // Ours, but addressed elsewhere.
         let elsewhere = echo_reply(&l.key, Ipv4Addr::new(203, 0, 113, 10));
-        assert!(hear(&elsewhere, &signer, &l, 0).is_none());
+        assert!(hear(&elsewhere, &signer, &l, 1_800_000_000).is_none());
     }
 }

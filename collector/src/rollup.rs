@@ -112,13 +112,15 @@ impl Store {
             // Out of order: rebuild the day from its reports (this one included).
             let from = local_midnight(day, tz);
             let to = local_midnight(day + chrono::Days::new(1), tz);
-            let rows =
-                sqlx::query("SELECT body FROM reports WHERE agent_id = $1 AND created_at >= $2 AND created_at < $3")
-                    .bind(&r.agent_id)
-                    .bind(millis(from))
-                    .bind(millis(to))
-                    .fetch_all(&mut **tx)
-                    .await?;
+            let rows = sqlx::query(
+                "SELECT body FROM reports WHERE agent_id = $1 AND unit_id = $2 AND created_at >= $3 AND created_at < $4",
+            )
+            .bind(&r.agent_id)
+            .bind(&r.unit_id)
+            .bind(millis(from))
+            .bind(millis(to))
+            .fetch_all(&mut **tx)
+            .await?;
             let mut reports = Vec::with_capacity(rows.len());
             for row in rows {
                 let b: String = row.try_get("body")?;

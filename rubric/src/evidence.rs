@@ -488,8 +488,8 @@ impl Report {
             .then_some("probes.samples[].run")
     }
 
-    /// Whether the report carries nothing but leak findings (a leak listener's report,
-    /// which may name any unit below the listener's own).
+    /// Whether the report carries nothing but spoofed-source leak findings (a leak
+    /// listener's report, which may name any unit below the listener's own).
     pub fn is_leak_only(&self) -> bool {
         let c = &self.checks;
         let only_leak = [
@@ -503,6 +503,8 @@ impl Report {
         .iter()
         .all(|s| *s == CheckStatus::NotConfigured);
         only_leak
+            && self.problems.is_empty()
+            && self.leaks.iter().all(|l| l.method == LeakMethod::SpoofedSource)
             && self.probes.samples.is_empty()
             && self.outages.is_empty()
             && self.isolation.is_empty()

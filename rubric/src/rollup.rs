@@ -63,10 +63,11 @@ pub fn digests(reports: &[Report], tz: Tz) -> Vec<Report> {
     let mut sorted: Vec<&Report> = reports.iter().collect();
     sorted.sort_by(|a, b| (&a.agent_id, a.sequence, a.created_at).cmp(&(&b.agent_id, b.sequence, b.created_at)));
     sorted.dedup_by_key(|r| r.report_id);
-    let mut by_key: BTreeMap<(String, NaiveDate), Report> = BTreeMap::new();
+    // Per unit too: a leak listener's one agent reports for many units.
+    let mut by_key: BTreeMap<(String, String, NaiveDate), Report> = BTreeMap::new();
     for r in sorted {
         let digest = by_key
-            .entry((r.agent_id.clone(), report_day(r, tz)))
+            .entry((r.unit_id.clone(), r.agent_id.clone(), report_day(r, tz)))
             .or_insert_with(|| empty_digest(r));
         merge(digest, r, tz);
     }
@@ -79,9 +80,11 @@ pub fn combine(days: &[Report], tz: Tz) -> Vec<Report> {
     let mut sorted: Vec<&Report> = days.iter().collect();
     // Day order: an agent whose sequence restarted (state lost) still combines whole.
     sorted.sort_by(|a, b| (&a.agent_id, a.created_at, a.sequence).cmp(&(&b.agent_id, b.created_at, b.sequence)));
-    let mut by_agent: BTreeMap<String, Report> = BTreeMap::new();
+    let mut by_agent: BTreeMap<(String, String), Report> = BTreeMap::new();
     for d in sorted {
-        let digest = by_agent.entry(d.agent_id.clone()).or_insert_with(|| empty_digest(d));
+        let digest = by_agent
+            .entry((d.unit_id.clone(), d.agent_id.clone()))
+            .or_insert_with(|| empty_digest(d));
         merge_in_order(digest, d, tz, Reach::Month);
     }
     by_agent.into_values().collect()

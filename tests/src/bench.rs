@@ -215,8 +215,8 @@ pub enum Tool {
     Agent {
         max_pps: Option<u32>,
     },
-    /// `kaohe-agent once` with `[leak]`: the sweep, then 5 probe frames per live host
-    /// (3 spoofed-source, 2 forwarding) at 1000 frames/s, and 500 ms for answers.
+    /// `kaohe-agent once` with `[leak]`: the sweep, then 6 probe frames per live host
+    /// (3 spoofed-source, 3 forwarding: TTL 1, 2, 64) at 1000 frames/s, and 500 ms for answers.
     AgentLeak,
     ArpScan,
     Nmap,
@@ -245,7 +245,7 @@ impl Tool {
         match self {
             Tool::Agent { max_pps: None } => "kaohe-agent (default, 500 pps)".into(),
             Tool::Agent { max_pps: Some(p) } => format!("kaohe-agent (max_pps = {p})"),
-            Tool::AgentLeak => "kaohe-agent with leak probes (5 frames per host, 1000/s, 500 ms wait)".into(),
+            Tool::AgentLeak => "kaohe-agent with leak probes (6 frames per host, 1000/s, 500 ms wait)".into(),
             Tool::ArpScan => "arp-scan".into(),
             Tool::Nmap => "nmap -sn".into(),
             Tool::NmapT5 => "nmap -sn -T5".into(),
