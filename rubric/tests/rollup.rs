@@ -271,3 +271,18 @@ fn roll_ups_score_exactly_like_the_raw_reports_in_any_merge_order() {
         "the random days should cost points now and then ({deducted})"
     );
 }
+
+#[test]
+fn a_listeners_reports_for_two_units_roll_up_apart() {
+    let tz = Rubric::default_rubric().timezone;
+    let mut a = reports(3).remove(0);
+    a.agent_id = "listener".into();
+    a.unit_id = "nx/a".into();
+    let mut b = a.clone();
+    b.report_id = Uuid::from_u128(999);
+    b.unit_id = "nx/b".into();
+    b.sequence += 1;
+    let rolled = digests(&[a, b], tz);
+    let units: Vec<&str> = rolled.iter().map(|d| d.unit_id.as_str()).collect();
+    assert_eq!(units, vec!["nx/a", "nx/b"], "one digest per unit, never a mix");
+}
