@@ -693,8 +693,10 @@ pub fn run(
     use std::time::{Duration, Instant};
 
     let signer = Signer::new(&leak.key);
+    let interval = Duration::from_secs_f64(1.0 / f64::from(leak.max_pps.max(1)));
     let config = pnet_datalink::Config {
-        read_timeout: Some(Duration::from_millis(5)),
+        // Waiting for a frame must not hold up the next probe: at most one interval.
+        read_timeout: Some(interval.clamp(Duration::from_micros(200), Duration::from_millis(5))),
         ..pnet_datalink::Config::default()
     };
     let (mut tx, mut rx) = match pnet_datalink::channel(iface, config) {
@@ -708,7 +710,6 @@ pub fn run(
         }
     };
     let macs: BTreeMap<Ipv4Addr, Mac> = planned.iter().map(|p| (p.host, p.host_mac)).collect();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(leak.max_pps.max(1)));
     let mut findings: BTreeMap<(Ipv4Addr, String), kaohe_rubric::evidence::LeakFinding> = BTreeMap::new();
     if unit.len() > MAX_UNIT {
         return Err(format!(
