@@ -292,6 +292,10 @@ pub enum TokenAction {
         /// 有效小时数 (hours the token stays valid)
         #[arg(long, default_value_t = 72)]
         hours: u32,
+        /// 泄漏监听端的令牌: 可为本单位以下各单位报告伪造源地址探测发现
+        /// (a token for a leak listener, which reports findings for the units below this one)
+        #[arg(long)]
+        listener: bool,
     },
 }
 
@@ -448,7 +452,7 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
             })?;
         }
         Command::Token {
-            action: TokenAction::Create { unit, hours },
+            action: TokenAction::Create { unit, hours, listener },
             server,
         } => {
             let config = server.config()?;
@@ -456,10 +460,12 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                 let (store, fingerprint) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
                 let secret = crate::ingest::random_secret();
                 let expires = now + chrono::Duration::hours(i64::from(hours));
-                store
-                    .add_token(&unit, &secret, expires)
-                    .await
-                    .map_err(|e| InputError::Server(e.to_string()))?;
+                let added = if listener {
+                    store.add_listener_token(&unit, &secret, expires).await
+                } else {
+                    store.add_token(&unit, &secret, expires).await
+                };
+                added.map_err(|e| InputError::Server(e.to_string()))?;
                 let token = kaohe_rubric::enrolment::Token {
                     url: config.public_url(),
                     ca_fingerprint: fingerprint,
@@ -581,8 +587,8 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                             };
                             let _ = writeln!(
                                 out,
-                                "{}\t{}\t{}\t{}\t{state}",
-                                a.id, a.unit_id, a.hostname, a.agent_version
+                                "{}\t{}\t{}\t{}\t{}\t{state}",
+                                a.id, a.unit_id, a.kind, a.hostname, a.agent_version
                             );
                         }
                     }

@@ -5,7 +5,8 @@
 //! - `POST /api/v1/reports` with `Authorization: Bearer CREDENTIAL` and a schema-v1 report
 //!   → `{"report_id", "status": "stored" | "duplicate"}`, sent only after the commit.
 //!   401 unknown credential, 403 revoked agent or a report naming another agent or unit
-//!   (a leak listener may name a unit below its own, with leak findings only),
+//!   (an agent enrolled as a leak listener may name a unit below its own, with
+//!   spoofed-source findings only),
 //!   400 malformed JSON or wrong schema version (the message says which was expected),
 //!   413 body too large, 429 over the per-agent rate.
 //!
@@ -153,6 +154,7 @@ async fn ingest(State(s): State<Arc<AppState>>, headers: HeaderMap, body: String
     // A leak listener is enrolled for a unit high in the tree (the department) and reports
     // leak findings for the units below it; nothing else may cross units.
     let listener_ok = report.unit_id != agent.unit_id
+        && agent.kind == crate::store::LISTENER
         && report.is_leak_only()
         && s.store.is_below(&report.unit_id, &agent.unit_id).await.unwrap_or(false);
     if report.agent_id != agent.id || (report.unit_id != agent.unit_id && !listener_ok) {

@@ -137,6 +137,8 @@ CREATE TABLE audit_log (
     detail TEXT NOT NULL
 );
 CREATE INDEX audit_log_at ON audit_log (at);
+ALTER TABLE enrol_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent';
+ALTER TABLE agents ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent';
 CREATE TABLE alerts (
     unit_id TEXT NOT NULL REFERENCES units(id),
     key TEXT NOT NULL,
@@ -199,10 +201,17 @@ pub struct Unit {
     pub enrolled: Option<String>,
 }
 
+/// What an agent credential is for.
+pub const AGENT: &str = "agent";
+/// A leak listener: reports spoofed-source findings for the units below its own.
+pub const LISTENER: &str = "listener";
+
 /// An enrolled agent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Agent {
     pub id: String,
+    /// [`AGENT`] or [`LISTENER`].
+    pub kind: String,
     pub unit_id: String,
     pub hostname: String,
     pub agent_version: String,
@@ -249,6 +258,7 @@ fn unit_from(row: &AnyRow) -> Result<Unit, sqlx::Error> {
 fn agent_from(row: &AnyRow) -> Result<Agent, sqlx::Error> {
     Ok(Agent {
         id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
         unit_id: row.try_get("unit_id")?,
         hostname: row.try_get("hostname")?,
         agent_version: row.try_get("agent_version")?,
@@ -457,16 +467,40 @@ impl Store {
 
     /// Stores an enrolment token (its secret's hash) for a unit.
     pub async fn add_token(&self, unit_id: &str, secret: &str, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.add_token_of_kind(unit_id, secret, expires_at, AGENT).await
+    }
+
+    /// A token whose agent is a leak listener: it may report spoofed-source findings for
+    /// the units below `unit_id`.
+    pub async fn add_listener_token(
+        &self,
+        unit_id: &str,
+        secret: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.add_token_of_kind(unit_id, secret, expires_at, LISTENER).await
+    }
+
+    async fn add_token_of_kind(
+        &self,
+        unit_id: &str,
+        secret: &str,
+        expires_at: DateTime<Utc>,
+        kind: &str,
+    ) -> Result<(), StoreError> {
         if self.unit(unit_id).await?.is_none() {
             return Err(StoreError::Invalid(format!("单位 {unit_id} 不存在 (no such unit)")));
         }
-        sqlx::query("INSERT INTO enrol_tokens (secret_hash, unit_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(hash_secret(secret))
-            .bind(unit_id)
-            .bind(millis(expires_at))
-            .bind(millis(Utc::now()))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO enrol_tokens (secret_hash, unit_id, expires_at, created_at, kind) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash_secret(secret))
+        .bind(unit_id)
+        .bind(millis(expires_at))
+        .bind(millis(Utc::now()))
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -482,19 +516,21 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let unit: Option<String> = sqlx::query_scalar(
-            "UPDATE enrol_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING unit_id",
+        let row = sqlx::query(
+            "UPDATE enrol_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING unit_id, kind",
         )
         .bind(millis(now))
         .bind(hash_secret(secret))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(unit) = unit else {
+        let Some(row) = row else {
             tx.rollback().await?;
             return Ok(None);
         };
+        let unit: String = row.try_get("unit_id")?;
+        let kind: String = row.try_get("kind")?;
         sqlx::query(
-            "INSERT INTO agents (id, unit_id, credential_hash, hostname, agent_version, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO agents (id, unit_id, credential_hash, hostname, agent_version, enrolled_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(agent_id)
         .bind(&unit)
@@ -502,6 +538,7 @@ impl Store {
         .bind(hostname)
         .bind(agent_version)
         .bind(millis(now))
+        .bind(kind)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

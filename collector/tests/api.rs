@@ -49,11 +49,18 @@ async fn start(test: &str, database_url: String) -> Running {
 
 /// Enrols an agent for `unit` through the API; returns (agent id, credential).
 async fn enrol(r: &Running, unit: &str) -> (String, String) {
+    enrol_as(r, unit, false).await
+}
+
+/// Enrols an agent, or with `listener` a leak listener, for `unit` through the API.
+async fn enrol_as(r: &Running, unit: &str, listener: bool) -> (String, String) {
     let secret = format!("secret-{unit}-{}", uuid::Uuid::new_v4());
-    r.store
-        .add_token(unit, &secret, Utc::now() + Duration::hours(1))
-        .await
-        .expect("token");
+    let expires = Utc::now() + Duration::hours(1);
+    if listener {
+        r.store.add_listener_token(unit, &secret, expires).await.expect("token");
+    } else {
+        r.store.add_token(unit, &secret, expires).await.expect("token");
+    }
     let client = kaohe_agent::delivery::client(&r.ca_pem, None).expect("client");
     let resp = client
         .post(format!("{}/api/v1/enroll", r.url))
@@ -439,8 +446,9 @@ async fn an_isolation_breach_raises_an_alert_pushed_to_the_webhook_once_retried_
 async fn a_leak_listener_reports_findings_for_units_below_its_own_and_nothing_else() {
     for (backend, url) in common::database_urls("listener").await {
         let r = start(&format!("listener-{backend}"), url).await;
-        // The listener is enrolled for the province "nx"; agents of nx/a and nx/b.
-        let (listener, listener_cred) = enrol(&r, "nx").await;
+        // The listener is enrolled for the province "nx"; agents of nx and nx/b.
+        let (listener, listener_cred) = enrol_as(&r, "nx", true).await;
+        let (province_agent, province_cred) = enrol(&r, "nx").await;
         let (_, cred_b) = enrol(&r, "nx/b").await;
         let leak_report = |agent: &str, unit: &str, seq: u64| {
             let mut rep = report(unit, agent, seq);
@@ -460,6 +468,12 @@ async fn a_leak_listener_reports_findings_for_units_below_its_own_and_nothing_el
         assert_eq!(
             s, 200,
             "{backend}: the listener reports a finding for a unit below it: {text}"
+        );
+        // An ordinary agent of the province (its own machine room) is no listener.
+        let (s, _) = post(&r, Some(&province_cred), json(&leak_report(&province_agent, "nx/a", 1))).await;
+        assert_eq!(
+            s, 403,
+            "{backend}: only a listener's credential reports for other units"
         );
         // More than leak findings for another unit: refused.
         let mut more = leak_report(&listener, "nx/a", 2);
