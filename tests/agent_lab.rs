@@ -3,24 +3,10 @@
 //! the agent binary, which `cargo test --workspace` builds.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use kaohe_collector::offline::{PeriodChoice, ScoreRequest, score_files};
 use kaohe_rubric::evidence::{CheckStatus, ProbeRole, Report, Severity};
 use kaohe_tests::lab::{self, Lab, Options};
-
-/// The `kaohe-agent` binary built beside this test.
-fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("kaohe-agent");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace` (or `cargo build -p kaohe-agent`) first",
-        bin.display()
-    );
-    bin
-}
 
 fn once(lab: &Lab, bureau: u8) -> Report {
     let host = format!("b{bureau}-agent");
@@ -28,7 +14,7 @@ fn once(lab: &Lab, bureau: u8) -> Report {
     let out_file = lab.state_dir().join(format!("b{bureau}-once.json"));
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &ns])
-        .arg(agent_bin())
+        .arg(lab::built_binary("kaohe-agent"))
         .args(["once", "--config"])
         .arg(lab.agent_config_path(bureau))
         .arg("--out")
@@ -291,7 +277,7 @@ fn daemon_in_bureau_3_records_each_uplink_flap_as_an_outage_within_two_probe_int
     let ns = lab.namespace("b3-agent").expect("agent host");
     let agent = std::process::Command::new("ip")
         .args(["netns", "exec", &ns])
-        .arg(agent_bin())
+        .arg(lab::built_binary("kaohe-agent"))
         .args(["run", "--config"])
         .arg(&config)
         .spawn()
@@ -375,7 +361,7 @@ fn agent_needs_only_cap_net_raw_as_an_unprivileged_user() {
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let bin = dir.join("kaohe-agent");
-    std::fs::copy(agent_bin(), &bin).expect("copy agent");
+    std::fs::copy(lab::built_binary("kaohe-agent"), &bin).expect("copy agent");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let config = dir.join("agent.toml");
     std::fs::copy(lab.agent_config_path(1), &config).expect("copy config");

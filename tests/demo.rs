@@ -14,15 +14,7 @@ use kaohe_tests::lab::{self, Description};
 const PREFIX: &str = "kdt";
 
 fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace` first",
-        bin.display()
-    );
-    bin
+    lab::built_binary(name)
 }
 
 #[test]

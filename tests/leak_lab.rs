@@ -14,19 +14,6 @@ use kaohe_collector::offline::{PeriodChoice, ScoreRequest, score_files};
 use kaohe_rubric::evidence::{CheckStatus, LeakMethod, Report};
 use kaohe_tests::lab::{self, Lab, Options};
 
-/// The `kaohe-agent` binary built beside this test.
-fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("kaohe-agent");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace` (or `cargo build -p kaohe-agent`) first",
-        bin.display()
-    );
-    bin
-}
-
 /// Bureau `b`'s generated agent config with leak detection switched on.
 fn leak_config(lab: &Lab, b: u8) -> PathBuf {
     let generated = std::fs::read_to_string(lab.agent_config_path(b)).expect("config");
@@ -45,7 +32,7 @@ fn agent(lab: &Lab, b: u8, args: &[&str]) -> (String, String) {
     let ns = lab.namespace(&format!("b{b}-agent")).expect("agent host");
     let out = Command::new("ip")
         .args(["netns", "exec", &ns])
-        .arg(agent_bin())
+        .arg(lab::built_binary("kaohe-agent"))
         .args(args)
         .output()
         .expect("runs the agent");
@@ -158,7 +145,7 @@ fn leak_probes_find_the_bridging_hosts_of_bureaus_2_and_3_and_nothing_in_bureau_
         .expect("listener config");
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.namespace("inet").expect("inet host")])
-            .arg(agent_bin())
+            .arg(lab::built_binary("kaohe-agent"))
             .args(["listen", "--config"])
             .arg(&config)
             .stdout(std::process::Stdio::null())

@@ -35,15 +35,7 @@ const COLLECTOR_DOWN: Duration = Duration::from_secs(7);
 const PASSWORD: &str = "lab-password-1234";
 
 fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace` (or `cargo build -p kaohe-collector -p kaohe-agent`) first",
-        bin.display()
-    );
-    bin
+    lab::built_binary(name)
 }
 
 /// A child process that is stopped with SIGTERM (its graceful path) and reaped when the
@@ -366,9 +358,11 @@ fn a_province_scores_its_bureaus_from_the_database_through_an_outage_and_a_colle
         .build()
         .expect("rt");
     let store = rt
-        .block_on(Store::open(&format!("sqlite://{}", data.join("kaohe.db").display())))
-        .expect("store")
-        .with_timezone(rubric.timezone);
+        .block_on(Store::open_with(
+            &format!("sqlite://{}", data.join("kaohe.db").display()),
+            rubric.timezone,
+        ))
+        .expect("store");
     let agent_of: BTreeMap<String, String> = rt
         .block_on(store.agents(None))
         .expect("agents")

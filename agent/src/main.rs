@@ -126,58 +126,8 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAOHE_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     match cli.command {
-        Command::Listen { config } => {
-            let c = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            let result = rt.block_on(async move {
-                let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    tracing::info!("shutting down");
-                    let _ = tx.send(true);
-                });
-                kaohe_agent::daemon::listen(c, rx).await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("错误 (error): {e}");
-                    ExitCode::from(74)
-                }
-            }
-        }
-        Command::Run { config } => {
-            let c = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            let result = rt.block_on(async move {
-                let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    tracing::info!("shutting down");
-                    let _ = tx.send(true);
-                });
-                kaohe_agent::daemon::run(c, rx).await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("错误 (error): {e}");
-                    ExitCode::from(74)
-                }
-            }
-        }
+        Command::Listen { config } => daemon(&config, |c, rx| Box::pin(kaohe_agent::daemon::listen(c, rx))),
+        Command::Run { config } => daemon(&config, |c, rx| Box::pin(kaohe_agent::daemon::run(c, rx))),
         Command::Enroll { token, config } => {
             let token = match kaohe_rubric::enrolment::Token::decode(&token) {
                 Ok(t) => t,
@@ -330,4 +280,34 @@ fn leak_once(c: &Config, dry_run: bool) -> Result<(), String> {
         serde_json::to_string_pretty(&round.findings).map_err(|e| e.to_string())?
     );
     Ok(())
+}
+
+type Daemon = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), kaohe_agent::daemon::DaemonError>>>>;
+
+/// Runs a daemon mode (`run`, `listen`) until SIGTERM or Ctrl-C.
+fn daemon(config: &PathBuf, mode: impl FnOnce(Config, tokio::sync::watch::Receiver<bool>) -> Daemon) -> ExitCode {
+    let c = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        mode(c, rx).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("错误 (error): {e}");
+            ExitCode::from(74)
+        }
+    }
 }

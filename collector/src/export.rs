@@ -9,8 +9,10 @@ use chrono_tz::Tz;
 use kaohe_rubric::scoring::{Deduction, Evidence, Note, PeriodInfo, round2};
 use rust_xlsxwriter::{Color, Format, FormatAlign, FormatBorder, Workbook, Worksheet, XlsxError};
 
+use crate::render::pts;
 use crate::review::{EntryKind, ManualEntry};
 use crate::scores::{FinalStatus, FullItem, FullSheet, SectionTotal};
+use crate::web::html::esc;
 
 /// The score table's columns, in order (CSV header and the XLSX sheet "评分表").
 const COLUMNS: [&str; 10] = [
@@ -43,16 +45,6 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 // ---------------------------------------------------------------------------------------
 // Shared: numbers, times, the texts of a row.
-
-/// Points as people write them: "3", "2.5", "0.33".
-fn pts(x: f64) -> String {
-    let r = round2(x);
-    if r.fract() == 0.0 {
-        format!("{r:.0}")
-    } else {
-        format!("{r:.2}").trim_end_matches('0').to_string()
-    }
-}
 
 /// The unit's time zone as the engine recorded it (UTC if it cannot be read).
 fn zone(sheet: &FullSheet) -> Tz {
@@ -798,22 +790,6 @@ fn item_advice(item: &FullItem, tz: Tz) -> Option<String> {
 
 // ---------------------------------------------------------------------------------------
 // The self-check report (HTML).
-
-/// Text made safe to put into HTML, in element content and in quoted attributes.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// The page's style: screen and A4 print, system CJK fonts, nothing loaded from outside.
 const REPORT_CSS: &str = r#"

@@ -166,7 +166,8 @@ fn rpad(s: &str, width: usize) -> String {
     format!("{}{s}", " ".repeat(width.saturating_sub(w)))
 }
 
-fn pts(x: f64) -> String {
+/// Points as shown: up to two decimals, no trailing zeros ("3", "2.5", "0.33").
+pub fn pts(x: f64) -> String {
     let s = format!("{x:.2}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s.is_empty() || s == "-0" {

@@ -227,43 +227,8 @@ impl Store {
         }
         // Month digests, checked against the day digests' report counts.
         if let Some((m1, m2)) = months {
-            let m_last = next_month(m2).pred_opt().unwrap_or(m2);
-            let sql = format!(
-                "SELECT unit_id, agent_id, SUBSTR(day, 1, 7) AS month, CAST(SUM(reports) AS BIGINT) AS n FROM rollups \
-                 WHERE day >= $1 AND day <= $2{unit_filter} GROUP BY unit_id, agent_id, SUBSTR(day, 1, 7)"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(m1.to_string())
-                .bind(m_last.to_string());
-            if let Some(u) = unit {
-                q = q.bind(u);
-            }
-            let expected = q.fetch_all(self.pool()).await?;
-            let sql = format!(
-                "SELECT unit_id, agent_id, month, reports, body FROM rollup_months WHERE month >= $1 AND month <= $2{unit_filter}"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(month_key(m1))
-                .bind(month_key(m2));
-            if let Some(u) = unit {
-                q = q.bind(u);
-            }
-            let mut have: HashMap<(String, String, String), (i64, String)> = HashMap::new();
-            for row in q.fetch_all(self.pool()).await? {
-                have.insert(
-                    (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?),
-                    (row.try_get("reports")?, row.try_get("body")?),
-                );
-            }
-            for row in expected {
-                let key: (String, String, String) =
-                    (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?);
-                let n: i64 = row.try_get("n")?;
-                let body = match have.remove(&key) {
-                    Some((stored, body)) if stored == n => body,
-                    _ => self.build_month(&key.0, &key.1, &key.2).await?,
-                };
-                out.entry(key.0).or_default().push(body);
+            for (unit_id, body, _) in self.current_months(unit, m1, m2, true).await? {
+                out.entry(unit_id).or_default().extend(body);
             }
         }
         // The hour after the window.
@@ -289,40 +254,67 @@ impl Store {
         let Some((m1, m2)) = whole_months(first, last) else {
             return Ok(0);
         };
+        let months = self.current_months(None, m1, m2, false).await?;
+        Ok(months.iter().filter(|(_, _, built)| *built).count())
+    }
+
+    /// For each agent-month from `m1` to `m2` (first days) that has day digests, of one
+    /// unit or all: (unit, the month digest's body, whether it was built now). A month
+    /// digest missing, or stale because its report count differs from its days' (a late
+    /// report), is built again. With `bodies` false the bodies of current month digests
+    /// are not read.
+    async fn current_months(
+        &self,
+        unit: Option<&str>,
+        m1: NaiveDate,
+        m2: NaiveDate,
+        bodies: bool,
+    ) -> Result<Vec<(String, Option<String>, bool)>, StoreError> {
+        let unit_filter = if unit.is_some() { " AND unit_id = $3" } else { "" };
         let m_last = next_month(m2).pred_opt().unwrap_or(m2);
-        let expected = sqlx::query(
+        let sql = format!(
             "SELECT unit_id, agent_id, SUBSTR(day, 1, 7) AS month, CAST(SUM(reports) AS BIGINT) AS n FROM rollups \
-             WHERE day >= $1 AND day <= $2 GROUP BY unit_id, agent_id, SUBSTR(day, 1, 7)",
-        )
-        .bind(m1.to_string())
-        .bind(m_last.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        let rows = sqlx::query(
-            "SELECT unit_id, agent_id, month, reports FROM rollup_months WHERE month >= $1 AND month <= $2",
-        )
-        .bind(month_key(m1))
-        .bind(month_key(m2))
-        .fetch_all(self.pool())
-        .await?;
-        let mut have: HashMap<(String, String, String), i64> = HashMap::new();
-        for row in rows {
+             WHERE day >= $1 AND day <= $2{unit_filter} GROUP BY unit_id, agent_id, SUBSTR(day, 1, 7)"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(m1.to_string())
+            .bind(m_last.to_string());
+        if let Some(u) = unit {
+            q = q.bind(u);
+        }
+        let expected = q.fetch_all(self.pool()).await?;
+        let body_column = if bodies { ", body" } else { "" };
+        let sql = format!(
+            "SELECT unit_id, agent_id, month, reports{body_column} FROM rollup_months WHERE month >= $1 AND month <= $2{unit_filter}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(month_key(m1))
+            .bind(month_key(m2));
+        if let Some(u) = unit {
+            q = q.bind(u);
+        }
+        let mut have: HashMap<(String, String, String), (i64, Option<String>)> = HashMap::new();
+        for row in q.fetch_all(self.pool()).await? {
+            let body = if bodies { Some(row.try_get("body")?) } else { None };
             have.insert(
                 (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?),
-                row.try_get("reports")?,
+                (row.try_get("reports")?, body),
             );
         }
-        let mut built = 0;
+        let mut out = Vec::with_capacity(expected.len());
         for row in expected {
             let key: (String, String, String) =
                 (row.try_get("unit_id")?, row.try_get("agent_id")?, row.try_get("month")?);
             let n: i64 = row.try_get("n")?;
-            if have.get(&key) != Some(&n) {
-                self.build_month(&key.0, &key.1, &key.2).await?;
-                built += 1;
+            match have.remove(&key) {
+                Some((stored, body)) if stored == n => out.push((key.0, body, false)),
+                _ => {
+                    let body = self.build_month(&key.0, &key.1, &key.2).await?;
+                    out.push((key.0, Some(body), true));
+                }
             }
         }
-        Ok(built)
+        Ok(out)
     }
 
     /// Combines an agent's day digests of one month ("2026-03") into its month digest,

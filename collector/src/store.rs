@@ -334,12 +334,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Sets the time zone of the roll-ups' days (the rubric's; default Asia/Shanghai).
-    pub fn with_timezone(mut self, tz: chrono_tz::Tz) -> Store {
-        self.tz = tz;
-        self
-    }
-
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.tz
     }

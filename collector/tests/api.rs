@@ -3,48 +3,26 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use chrono::{Duration, Utc};
-use kaohe_collector::config::CollectorConfig;
-use kaohe_collector::store::{Store, Unit};
+use common::Running;
+use kaohe_collector::store::Store;
 use kaohe_rubric::evidence::{HostFacts, Report};
-
-struct Running {
-    url: String,
-    ca_pem: Vec<u8>,
-    store: Store,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    dir: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 async fn start(test: &str, database_url: String) -> Running {
     let r = start_more(test, database_url).await;
-    for (id, parent) in [("nx", None), ("nx/a", Some("nx")), ("nx/b", Some("nx"))] {
-        r.store
-            .add_unit(&Unit {
-                id: id.into(),
-                name: id.into(),
-                parent: parent.map(str::to_string),
-                kind: "county".into(),
-                maintainer: None,
-                responder: None,
-                enrolled: None,
-            })
+    add_units(&r.store, &["nx", "nx/a", "nx/b"]).await;
+    r
+}
+
+/// Units named by their ids, each below the one before the last slash.
+async fn add_units(store: &Store, ids: &[&str]) {
+    for id in ids {
+        let parent = id.rsplit_once('/').map(|(p, _)| p);
+        store
+            .add_unit(&common::unit(id, id, parent, "county"))
             .await
             .expect("unit");
     }
-    r
 }
 
 /// Enrols an agent for `unit` through the API; returns (agent id, credential).
@@ -303,48 +281,12 @@ async fn start_more(test: &str, database_url: String) -> Running {
 }
 
 async fn start_with(test: &str, database_url: String, webhook_url: Option<String>) -> Running {
-    let dir = std::env::temp_dir().join(format!("kaohe-api-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let config = CollectorConfig {
-        data_dir: dir.clone(),
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        public_url: Some(format!("https://127.0.0.1:{port}")),
-        database_url: Some(database_url),
-        max_body_kib: 64,
-        agent_reports_per_minute: 20,
-        webhook_url,
-        ..CollectorConfig::default()
-    };
-    let (store, _) = kaohe_collector::serve::prepare(&config).await.expect("prepare");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let c = config.clone();
-    tokio::spawn(async move {
-        let _ = kaohe_collector::serve::serve(c, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    let ca_pem = std::fs::read(dir.join("tls/ca.pem")).expect("ca");
-    let url = config.public_url();
-    let client = kaohe_agent::delivery::client(&ca_pem, None).expect("client");
-    for _ in 0..100 {
-        if client.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Running {
-        url,
-        ca_pem,
-        store,
-        stop: Some(tx),
-        dir,
-    }
+    common::collector(&format!("api-{test}"), database_url, |c| {
+        c.max_body_kib = 64;
+        c.agent_reports_per_minute = 20;
+        c.webhook_url = webhook_url;
+    })
+    .await
 }
 
 /// A webhook receiver on loopback that answers 500 to its first push, then 200.
@@ -377,20 +319,7 @@ async fn an_isolation_breach_raises_an_alert_pushed_to_the_webhook_once_retried_
     for (backend, url) in common::database_urls("webhook").await {
         let (hook, got) = webhook().await;
         let r = start_with(&format!("webhook-{backend}"), url, Some(hook)).await;
-        for (id, parent) in [("nx", None), ("nx/a", Some("nx"))] {
-            r.store
-                .add_unit(&Unit {
-                    id: id.into(),
-                    name: id.into(),
-                    parent: parent.map(str::to_string),
-                    kind: "county".into(),
-                    maintainer: None,
-                    responder: None,
-                    enrolled: None,
-                })
-                .await
-                .expect("unit");
-        }
+        add_units(&r.store, &["nx", "nx/a"]).await;
         let (agent, credential) = enrol(&r, "nx/a").await;
         let breach = |seq: u64| {
             let mut rep = report("nx/a", &agent, seq);

@@ -4,64 +4,19 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use kaohe_collector::config::CollectorConfig;
-use kaohe_collector::store::{Store, Unit};
+use common::{Running, unit};
 use kaohe_collector::web::auth::{Role, hash_password};
 
 const PASSWORD: &str = "correct horse battery";
 
-struct Running {
-    url: String,
-    ca_pem: Vec<u8>,
-    store: Store,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    dir: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn unit(id: &str, name: &str, parent: Option<&str>, kind: &str) -> Unit {
-    Unit {
-        id: id.into(),
-        name: name.into(),
-        parent: parent.map(str::to_string),
-        kind: kind.into(),
-        maintainer: None,
-        responder: None,
-        enrolled: None,
-    }
-}
-
 /// A collector with a small province: two cities, three county bureaus (one with a
 /// hostile name), and one user of each role.
 async fn start(test: &str, database_url: String) -> Running {
-    let dir = std::env::temp_dir().join(format!("kaohe-web-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let config = CollectorConfig {
-        data_dir: dir.clone(),
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        public_url: Some(format!("https://127.0.0.1:{port}")),
-        database_url: Some(database_url),
-        ..CollectorConfig::default()
-    };
-    let (store, _) = kaohe_collector::serve::prepare(&config).await.expect("prepare");
+    let r = common::collector(&format!("web-{test}"), database_url, |_| {}).await;
+    let store = &r.store;
     for u in [
         unit("nx", "宁夏回族自治区司法厅", None, "province"),
         unit("nx/yc", "银川市司法局", Some("nx"), "city"),
@@ -85,30 +40,7 @@ async fn start(test: &str, database_url: String) -> Running {
             .await
             .expect("user");
     }
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let c = config.clone();
-    tokio::spawn(async move {
-        let _ = kaohe_collector::serve::serve(c, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    let ca_pem = std::fs::read(dir.join("tls/ca.pem")).expect("ca");
-    let url = config.public_url();
-    let b = Browser::new(&url, &ca_pem);
-    for _ in 0..100 {
-        if b.client.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Running {
-        url,
-        ca_pem,
-        store,
-        stop: Some(tx),
-        dir,
-    }
+    r
 }
 
 /// A client that keeps the session cookie by hand and never follows redirects.

@@ -126,6 +126,20 @@ pub fn default_state_dir(prefix: &str) -> PathBuf {
     Path::new(RUN_DIR).join(prefix)
 }
 
+/// A workspace binary (`kaohe-agent`, `kaohe-collector`, …) built beside the running test
+/// (the target dir above `deps/`); panics saying how to build it when it is missing.
+pub fn built_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) first",
+        bin.display()
+    );
+    bin
+}
+
 /// Whether this process is root. Tests that need the lab skip (and say so) otherwise.
 pub fn is_root() -> bool {
     sys::euid() == Some(0)
