@@ -1,4 +1,4 @@
-//! The demo (`sudo deploy/demo`, `kaohe-lab demo`) end to end, quickly: the lab, the
+//! The demo (`deploy/demo`, `kaohe-lab demo`) end to end, quickly: the lab, the
 //! collector, an agent per bureau, the score table after 20 s, and nothing left behind.
 //! Needs root (it skips, saying why, otherwise) and the binaries `cargo test --workspace`
 //! builds.

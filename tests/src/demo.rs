@@ -1,4 +1,4 @@
-//! `kaohe-lab demo` (`sudo deploy/demo`): the whole chain in the lab, for people.
+//! `kaohe-lab demo` (`deploy/demo`): the whole chain in the lab, for people.
 //!
 //! Builds the lab under its own prefix, starts the real collector (SQLite) in the lab's
 //! collector namespace, adds the province → city → bureau hierarchy, imports each
@@ -89,8 +89,8 @@ fn not_root() -> DemoError {
     DemoError::new(
         EX_NOPERM,
         "演示需要 root 权限: 它用网络命名空间 (ip netns)、veth 和网桥搭建一个小省份的实验网络。\
-         请运行 sudo deploy/demo\n\
-         (the demo needs root: it builds network namespaces, veths and bridges; run sudo deploy/demo)",
+         请运行 deploy/demo\n\
+         (the demo needs root: it builds network namespaces, veths and bridges; run deploy/demo)",
     )
 }
 
@@ -325,8 +325,8 @@ fn binaries() -> Result<Binaries, DemoError> {
             Err(DemoError::new(
                 EX_UNAVAILABLE,
                 format!(
-                    "找不到 {name} ({} 中没有): 请先运行 `{build}`, 或直接用 sudo deploy/demo (它会构建)\n\
-                     ({name} is missing from {}: run `{build}` first, or use sudo deploy/demo, which builds)",
+                    "找不到 {name} ({} 中没有): 请先运行 `{build}`, 或直接用 deploy/demo (它会构建)\n\
+                     ({name} is missing from {}: run `{build}` first, or use deploy/demo, which builds)",
                     dir.display(),
                     dir.display()
                 ),
