@@ -490,6 +490,11 @@ const CITY: (&str, &str) = ("lab-city", "实验市司法局");
 /// The quickened schedule: probes every second, a report every 2 s (as in the province
 /// test), isolation every 2 s, the other checks every 10-20 s, and the daily check
 /// record (二.2) right at the start, whatever the time of day.
+/// Agentless leak detection, forwarding probes only (the lab's internet side has no
+/// path to the collector for a listener's reports): every 20 s after an inventory sweep,
+/// to the isolation canaries. Finds bureau 3's rogue router (三.4).
+const LEAK_PROBES: &str = "\n[leak]\nkey = \"lab-department-leak-key\"\nwait_ms = 1000\ninterval_secs = 20\n";
+
 fn quicken(generated: &str) -> Result<String, DemoError> {
     let from = "[schedule]\nprobe_interval_secs = ";
     let start = generated.find(from).ok_or_else(|| {
@@ -736,7 +741,7 @@ fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
         let generated = fs::read_to_string(lab.agent_config_path(b.id))
             .map_err(|e| DemoError::new(EX_SOFTWARE, format!("代理配置 (agent config) of bureau {}: {e}", b.id)))?;
         let agent_config = demo_dir.join(format!("b{}-agent.toml", b.id));
-        fs::write(&agent_config, quicken(&generated)?)
+        fs::write(&agent_config, quicken(&generated)? + LEAK_PROBES)
             .map_err(|e| DemoError::new(EX_SOFTWARE, format!("{}: {e}", agent_config.display())))?;
         let ns = lab.namespace(&desc.hosts[b.agent].name)?;
         let out = sys::in_netns(&ns, &bins.agent)
