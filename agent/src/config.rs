@@ -392,12 +392,19 @@ fn leak_section(
         forward_to,
         max_pps,
         wait: ctx.millis(&l.wait_ms, "leak.wait_ms", 2000)?,
-        interval: ctx.secs(&l.interval_secs, "leak.interval_secs", 3600, 1)?,
+        interval: ctx.secs(&l.interval_secs, "leak.interval_secs", 3600, (1, DAY))?,
     })
 }
 
 /// Default state directory (spool, credential).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kaohe-agent";
+
+/// The longest probe and report interval: what the collector accepts
+/// (`kaohe_rubric::bounds::MAX_PROBE_INTERVAL_SECS`).
+const HOUR: u64 = kaohe_rubric::bounds::MAX_PROBE_INTERVAL_SECS as u64;
+
+/// The longest interval of the other schedules.
+const DAY: u64 = 86_400;
 
 struct Ctx<'a> {
     file: &'a str,
@@ -418,11 +425,22 @@ impl Ctx<'_> {
         }
     }
 
-    fn secs(&self, v: &Option<Spanned<u64>>, key: &str, default: u64, min: u64) -> Result<Duration, ConfigError> {
+    /// Seconds in `min..=max`.
+    fn secs(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+        (min, max): (u64, u64),
+    ) -> Result<Duration, ConfigError> {
         match v {
             None => Ok(Duration::from_secs(default)),
-            Some(s) if *s.get_ref() >= min => Ok(Duration::from_secs(*s.get_ref())),
-            Some(s) => Err(self.err(s.span(), key, format!("不能小于 {min} (must be >= {min})"))),
+            Some(s) if (min..=max).contains(s.get_ref()) => Ok(Duration::from_secs(*s.get_ref())),
+            Some(s) => Err(self.err(
+                s.span(),
+                key,
+                format!("应在 {min} 到 {max} 秒之间 (must be {min}..={max} s)"),
+            )),
         }
     }
 
@@ -516,12 +534,32 @@ impl Config {
             })?,
         };
         let schedule = Schedule {
-            probe_interval: ctx.secs(&s.probe_interval_secs, "schedule.probe_interval_secs", 30, 1)?,
-            report_interval: ctx.secs(&s.report_interval_secs, "schedule.report_interval_secs", 60, 1)?,
-            isolation_interval: ctx.secs(&s.isolation_interval_secs, "schedule.isolation_interval_secs", 300, 1)?,
-            self_check_interval: ctx.secs(&s.self_check_interval_secs, "schedule.self_check_interval_secs", 300, 1)?,
-            inventory_interval: ctx.secs(&s.inventory_interval_secs, "schedule.inventory_interval_secs", 600, 1)?,
-            services_interval: ctx.secs(&s.services_interval_secs, "schedule.services_interval_secs", 300, 1)?,
+            probe_interval: ctx.secs(&s.probe_interval_secs, "schedule.probe_interval_secs", 30, (1, HOUR))?,
+            report_interval: ctx.secs(&s.report_interval_secs, "schedule.report_interval_secs", 60, (1, HOUR))?,
+            isolation_interval: ctx.secs(
+                &s.isolation_interval_secs,
+                "schedule.isolation_interval_secs",
+                300,
+                (1, DAY),
+            )?,
+            self_check_interval: ctx.secs(
+                &s.self_check_interval_secs,
+                "schedule.self_check_interval_secs",
+                300,
+                (1, DAY),
+            )?,
+            inventory_interval: ctx.secs(
+                &s.inventory_interval_secs,
+                "schedule.inventory_interval_secs",
+                600,
+                (1, DAY),
+            )?,
+            services_interval: ctx.secs(
+                &s.services_interval_secs,
+                "schedule.services_interval_secs",
+                300,
+                (1, DAY),
+            )?,
             daily_check_at,
         };
 

@@ -6,10 +6,12 @@
 //! A unit's reports always go to the same writer (by a hash of the unit id), so roll-up
 //! and alert rows are never contended between writers of one process; a batch is sorted
 //! by unit, agent and sequence so that collectors sharing PostgreSQL lock rows in one
-//! order. If a batch fails, its reports are retried one by one, so one bad report cannot
-//! hold back the others.
+//! order. If a batch fails (or panics), its reports are retried one by one, so one bad
+//! report cannot hold back the others; a report the database refuses for its content (or
+//! that panics alone) is a [`WriteError::Permanent`], which the agent is told not to retry.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use chrono::Utc;
 use kaohe_rubric::Report;
@@ -20,10 +22,38 @@ use crate::store::{Backend, Store, StoreError, Stored};
 /// The most reports one transaction takes.
 const MAX_BATCH: usize = 256;
 
+/// Why a report was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The database refuses this report's content and always will (a data or constraint
+    /// error, or storing it panics): the agent must not retry it.
+    #[error("{0}")]
+    Permanent(String),
+    /// Anything else: the database is away, busy, or the writer stopped; retry later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl WriteError {
+    fn of(e: &StoreError) -> WriteError {
+        if permanent(e) {
+            WriteError::Permanent(e.to_string())
+        } else {
+            WriteError::Transient(e.to_string())
+        }
+    }
+
+    fn panicked() -> WriteError {
+        WriteError::Permanent("内部错误 (internal error while storing this report)".into())
+    }
+}
+
+type Item = (Arc<Report>, Arc<str>);
+type Outcome = Result<Stored, WriteError>;
+
 struct Job {
-    report: Report,
-    body: String,
-    reply: oneshot::Sender<Result<Stored, String>>,
+    item: Item,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// The ingest writers of one collector process.
@@ -34,7 +64,7 @@ pub struct Writer {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("report", &self.report.report_id).finish()
+        f.debug_struct("Job").field("report", &self.item.0.report_id).finish()
     }
 }
 
@@ -57,16 +87,20 @@ impl Writer {
     }
 
     /// Stores a report; returns once it is committed (or failed).
-    pub async fn store(&self, report: Report, body: String) -> Result<Stored, String> {
+    pub async fn store(&self, report: Report, body: String) -> Outcome {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         report.unit_id.hash(&mut h);
         let i = (h.finish() % self.senders.len() as u64) as usize;
         let (reply, answer) = oneshot::channel();
+        let stopped = || WriteError::Transient("ingest writer stopped".into());
         self.senders[i]
-            .send(Job { report, body, reply })
+            .send(Job {
+                item: (Arc::new(report), Arc::from(body)),
+                reply,
+            })
             .await
-            .map_err(|_| "ingest writer stopped".to_string())?;
-        answer.await.map_err(|_| "ingest writer stopped".to_string())?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -79,48 +113,91 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // In a task of its own, so that a panic while storing fails this batch (its
-        // agents get 503 and retry) and not the writer.
-        if let Err(e) = tokio::spawn(store_batch(store.clone(), jobs)).await {
-            tracing::error!(error = %e, "a batch of reports failed; its agents will retry");
+        jobs.sort_by(|a, b| {
+            let (a, b) = (&a.item.0, &b.item.0);
+            (&a.unit_id, &a.agent_id, a.sequence).cmp(&(&b.unit_id, &b.agent_id, b.sequence))
+        });
+        let items: Vec<Item> = jobs.iter().map(|j| j.item.clone()).collect();
+        // In a task of its own, so that a panic while storing fails this batch and not
+        // the writer.
+        let results = match tokio::spawn(store_batch(store.clone(), items)).await {
+            Ok(results) => results,
+            Err(e) if jobs.len() > 1 => {
+                tracing::error!(error = %e, reports = jobs.len(), "storing a batch panicked; storing its reports one by one");
+                let mut out = Vec::with_capacity(jobs.len());
+                for j in &jobs {
+                    out.push(alone(&store, j.item.clone()).await);
+                }
+                out
+            }
+            Err(_) => {
+                let r = &jobs[0].item.0;
+                tracing::error!(report = %r.report_id, agent = %r.agent_id, unit = %r.unit_id, "storing this report panics; it can never be stored");
+                vec![Err(WriteError::panicked())]
+            }
+        };
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
         }
     }
 }
 
-async fn store_batch(store: Store, mut jobs: Vec<Job>) {
-    jobs.sort_by(|a, b| {
-        (&a.report.unit_id, &a.report.agent_id, a.report.sequence).cmp(&(
-            &b.report.unit_id,
-            &b.report.agent_id,
-            b.report.sequence,
-        ))
-    });
-    let now = Utc::now();
-    let batch: Vec<(&Report, &str)> = jobs.iter().map(|j| (&j.report, j.body.as_str())).collect();
-    match store.insert_reports(&batch, now).await {
-        Ok(results) => {
-            for (job, stored) in jobs.into_iter().zip(results) {
-                let _ = job.reply.send(Ok(stored));
-            }
+/// Stores one report in a task of its own.
+async fn alone(store: &Store, item: Item) -> Outcome {
+    let s = store.clone();
+    let report = item.0.clone();
+    match tokio::spawn(async move { s.insert_report(&item.0, &item.1, Utc::now()).await }).await {
+        Ok(r) => r.map_err(|e| {
+            let e = WriteError::of(&e);
+            tracing::error!(report = %report.report_id, agent = %report.agent_id, unit = %report.unit_id, error = %e, "report not stored");
+            e
+        }),
+        Err(_) => {
+            tracing::error!(report = %report.report_id, agent = %report.agent_id, unit = %report.unit_id, "storing this report panics; it can never be stored");
+            Err(WriteError::panicked())
         }
+    }
+}
+
+/// Stores a sorted batch; one result per report, in order.
+async fn store_batch(store: Store, items: Vec<Item>) -> Vec<Outcome> {
+    let now = Utc::now();
+    let batch: Vec<(&Report, &str)> = items.iter().map(|(r, b)| (&**r, &**b)).collect();
+    match store.insert_reports(&batch, now).await {
+        Ok(results) => results.into_iter().map(Ok).collect(),
         // A report that breaks the batch: store the others one by one. Not when the
         // database itself is away — then every one would wait for it again.
-        Err(e) if jobs.len() > 1 && !unreachable(&e) => {
-            tracing::warn!(error = %e, reports = jobs.len(), "batch not stored; storing its reports one by one");
-            for job in jobs {
-                let r = store
-                    .insert_report(&job.report, &job.body, Utc::now())
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = job.reply.send(r);
+        Err(e) if items.len() > 1 && !unreachable(&e) => {
+            tracing::warn!(error = %e, reports = items.len(), "batch not stored; storing its reports one by one");
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(alone(&store, item).await);
             }
+            out
         }
         Err(e) => {
-            tracing::warn!(error = %e, reports = jobs.len(), "batch not stored; agents will retry");
-            for job in jobs {
-                let _ = job.reply.send(Err(e.to_string()));
-            }
+            tracing::error!(error = %e, reports = items.len(), "batch not stored; agents will retry");
+            let e = WriteError::of(&e);
+            items.iter().map(|_| Err(e.clone())).collect()
         }
+    }
+}
+
+/// Whether the database refuses the data itself, so that trying again cannot help:
+/// PostgreSQL's classes 22 (data exception: e.g. an untranslatable character) and 23
+/// (integrity constraint); SQLite's constraint (19), mismatch (20), too big (18) and range
+/// (25) errors. Everything else (connections, locks, deadlocks, resources) is transient.
+pub fn permanent(e: &StoreError) -> bool {
+    let StoreError::Db(sqlx::Error::Database(d)) = e else {
+        return matches!(e, StoreError::Invalid(_));
+    };
+    let code = d.code().unwrap_or_default();
+    if code.len() == 5 {
+        // A PostgreSQL SQLSTATE (SQLite's codes have at most four digits).
+        code.starts_with("22") || code.starts_with("23")
+    } else {
+        // SQLite: an extended code keeps the primary code in its low byte.
+        code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
     }
 }
 

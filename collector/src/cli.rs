@@ -21,6 +21,11 @@ use crate::render;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// 日志格式: text (默认, 适合 journald) 或 json (每行一个 JSON 对象); 日志写到标准错误,
+    /// 由 KAOHE_LOG 过滤 (log format on standard error: text, or json for log shippers;
+    /// filter with KAOHE_LOG, e.g. KAOHE_LOG=debug)
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,10 +395,17 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
         }
         Command::Serve(server) => {
             let config = server.config()?;
+            config.check().map_err(InputError::Usage)?;
+            // In JSON mode standard output stays free of the human banner.
+            let banner = cli.log_format == crate::logging::LogFormat::Text;
             block_on(async move {
-                crate::serve::serve(config, async {
-                    shutdown_signal().await;
-                })
+                crate::serve::serve_with(
+                    config,
+                    async {
+                        shutdown_signal().await;
+                    },
+                    banner,
+                )
                 .await
                 .map_err(InputError::Server)
             })?;
@@ -973,7 +985,10 @@ async fn review_command(
             if store.unit(&unit).await.map_err(store_error)?.is_none() {
                 return Err(InputError::Usage(format!("单位 {unit} 不存在 (no such unit)")));
             }
-            let id = store.add_entry(&entry, &cli_actor(), now).await.map_err(store_error)?;
+            let id = store
+                .add_entry(&entry, &cli_actor(), crate::web::auth::Role::Province, now)
+                .await
+                .map_err(store_error)?;
             let _ = writeln!(
                 out,
                 "已录入{} (entry added): {id}  单位 {unit} 期间 {period} 条目 {}",

@@ -41,6 +41,54 @@ pub struct CollectorConfig {
     /// How long a dashboard login lasts without activity, hours. Default 12.
     #[serde(default = "default_session_hours")]
     pub session_hours: u32,
+    /// Connections open at once (agents and browsers); kept below the file-descriptor
+    /// limit. Default 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once. Default 256.
+    #[serde(default = "default_max_tls_handshakes")]
+    pub max_tls_handshakes: usize,
+    /// Seconds a client has to finish its TLS handshake. Default 10.
+    #[serde(default = "default_ten")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers, counted from when the connection
+    /// is ready for them; also how long an idle keep-alive connection stays open. Default 10.
+    #[serde(default = "default_ten")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body. Default 30.
+    #[serde(default = "default_thirty")]
+    pub body_timeout_secs: u64,
+    /// Seconds a response write may make no progress (a client that stops reading).
+    /// Default 30.
+    #[serde(default = "default_thirty")]
+    pub write_timeout_secs: u64,
+    /// MiB of request bodies held at once, over all connections. Default 64.
+    #[serde(default = "default_inflight")]
+    pub max_inflight_body_mib: usize,
+    /// Bearer token `GET /metrics` requires. Default: none, and then `/metrics` answers only
+    /// requests from the collector's own host (loopback).
+    #[serde(default)]
+    pub metrics_token: Option<String>,
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_max_tls_handshakes() -> usize {
+    256
+}
+
+fn default_ten() -> u64 {
+    10
+}
+
+fn default_thirty() -> u64 {
+    30
+}
+
+fn default_inflight() -> usize {
+    64
 }
 
 fn default_session_hours() -> u32 {
@@ -76,6 +124,14 @@ impl Default for CollectorConfig {
             rubric: None,
             webhook_url: None,
             session_hours: default_session_hours(),
+            max_connections: default_max_connections(),
+            max_tls_handshakes: default_max_tls_handshakes(),
+            tls_handshake_timeout_secs: default_ten(),
+            header_timeout_secs: default_ten(),
+            body_timeout_secs: default_thirty(),
+            write_timeout_secs: default_thirty(),
+            max_inflight_body_mib: default_inflight(),
+            metrics_token: None,
         }
     }
 }
@@ -88,7 +144,7 @@ impl CollectorConfig {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("无法读取配置 {} (cannot read): {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
+        let config: CollectorConfig = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
@@ -98,7 +154,68 @@ impl CollectorConfig {
                 line.map(|l| format!(" 第 {l} 行 (line {l})")).unwrap_or_default(),
                 e.message().trim()
             )
-        })
+        })?;
+        config
+            .check()
+            .map_err(|e| format!("配置文件 {}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks the ranges of the numeric options (also after command-line overrides).
+    pub fn check(&self) -> Result<(), String> {
+        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{key} = {v} 超出范围, 应在 {lo} 到 {hi} 之间 ({key} must be {lo}..={hi})"
+                ))
+            }
+        };
+        range("max_body_kib", self.max_body_kib as u64, 1, 65_536)?;
+        range(
+            "agent_reports_per_minute",
+            u64::from(self.agent_reports_per_minute),
+            1,
+            1_000_000,
+        )?;
+        range("session_hours", u64::from(self.session_hours), 1, 168)?;
+        range("max_connections", self.max_connections as u64, 16, 1_000_000)?;
+        range("max_tls_handshakes", self.max_tls_handshakes as u64, 1, 100_000)?;
+        range("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs, 1, 300)?;
+        range("header_timeout_secs", self.header_timeout_secs, 1, 300)?;
+        range("body_timeout_secs", self.body_timeout_secs, 1, 3600)?;
+        range("write_timeout_secs", self.write_timeout_secs, 1, 3600)?;
+        range("max_inflight_body_mib", self.max_inflight_body_mib as u64, 1, 65_536)?;
+        if self.max_inflight_body_mib * 1024 < self.max_body_kib {
+            return Err(format!(
+                "max_inflight_body_mib ({} MiB) 小于单个报告上限 max_body_kib ({} KiB) (must hold at least one largest body)",
+                self.max_inflight_body_mib, self.max_body_kib
+            ));
+        }
+        if let Some(u) = &self.webhook_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err("webhook_url 应以 https:// 或 http:// 开头 (webhook_url must be an http(s) URL)".into());
+        }
+        if let Some(t) = &self.metrics_token
+            && t.trim().len() < 16
+        {
+            return Err("metrics_token 至少 16 个字符 (metrics_token: at least 16 characters)".into());
+        }
+        Ok(())
+    }
+
+    /// The connection limits of the listener.
+    pub fn limits(&self) -> crate::conns::Limits {
+        use std::time::Duration;
+        crate::conns::Limits {
+            max_connections: self.max_connections,
+            max_handshakes: self.max_tls_handshakes,
+            handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            write_timeout: Duration::from_secs(self.write_timeout_secs),
+        }
     }
 
     pub fn database_url(&self) -> String {
@@ -155,6 +272,18 @@ mod example_tests {
         std::fs::write(&path, "listen = \"127.0.0.1:8443\"\nwebhook = \"x\"\n").expect("write");
         let e = CollectorConfig::load(Some(&path)).expect_err("unknown key");
         assert!(e.contains("第 2 行") && e.contains("webhook"), "{e}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_body_limit_of_zero_is_refused_naming_the_option() {
+        let path = std::env::temp_dir().join(format!("kaohe-config-zero-{}.toml", std::process::id()));
+        std::fs::write(&path, "max_body_kib = 0\n").expect("write");
+        let e = CollectorConfig::load(Some(&path)).expect_err("zero");
+        assert!(e.contains("max_body_kib") && e.contains("1..=65536"), "{e}");
+        std::fs::write(&path, "max_body_kib = 8192\nmax_inflight_body_mib = 4\n").expect("write");
+        let e = CollectorConfig::load(Some(&path)).expect_err("budget below one body");
+        assert!(e.contains("max_inflight_body_mib"), "{e}");
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -3,10 +3,13 @@
 
 pub mod alerts;
 pub mod batch;
+pub mod bodies;
 pub mod cli;
 pub mod config;
+pub mod conns;
 pub mod export;
 pub mod ingest;
+pub mod logging;
 pub mod offline;
 pub mod render;
 pub mod review;

@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             };
         }
     };
+    kaohe_collector::logging::init(
+        cli.log_format,
+        matches!(cli.command, kaohe_collector::cli::Command::Serve(_)),
+    );
     let mut stdout = std::io::stdout().lock();
     match run(cli, chrono::Utc::now(), &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,

@@ -67,6 +67,10 @@ pub struct ManualEntry {
     pub note: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The role of whoever entered it ("province", "city", "reviewer"); only that level or
+    /// higher may withdraw it. Entries from before this was kept, and the command line's,
+    /// count as the province's.
+    pub author_role: String,
 }
 
 impl ManualEntry {
@@ -169,6 +173,9 @@ fn entry_from(row: &AnyRow) -> Result<ManualEntry, sqlx::Error> {
         note: row.try_get("note")?,
         expires_at: expires.map(from_millis),
         created_at: from_millis(created),
+        author_role: row
+            .try_get::<Option<String>, _>("author_role")?
+            .unwrap_or_else(|| "province".into()),
     })
 }
 
@@ -184,15 +191,26 @@ pub struct AuditEntry {
 
 impl Store {
     /// Stores a checked entry and its audit line in one transaction; returns its id.
-    pub async fn add_entry(&self, e: &NewEntry, actor: &str, now: DateTime<Utc>) -> Result<String, StoreError> {
+    /// `author` is the role of whoever enters it (the command line counts as the province):
+    /// only that level or higher may withdraw it.
+    pub async fn add_entry(
+        &self,
+        e: &NewEntry,
+        actor: &str,
+        author: crate::web::auth::Role,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        for (field, text) in [("reviewer", &e.reviewer), ("note", &e.note)] {
+            crate::store::check_text(field, text)?;
+        }
         if self.unit(&e.unit_id).await?.is_none() {
             return Err(StoreError::Invalid(format!("单位 {} 不存在 (no such unit)", e.unit_id)));
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut tx = self.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO manual_entries (id, unit_id, period, item_id, kind, score, reviewer, note, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO manual_entries (id, unit_id, period, item_id, kind, score, reviewer, note, expires_at, created_at, author_role) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&id)
         .bind(&e.unit_id)
@@ -204,6 +222,7 @@ impl Store {
         .bind(&e.note)
         .bind(e.expires_at.map(millis))
         .bind(millis(now))
+        .bind(author.as_str())
         .execute(&mut *tx)
         .await?;
         let detail = serde_json::json!({

@@ -386,6 +386,7 @@ mod tests {
             note: "n".into(),
             expires_at: expires.map(at),
             created_at: at(created),
+            author_role: "province".into(),
         }
     }
 

@@ -151,6 +151,13 @@ CREATE TABLE alerts (
 )
 "#,
     ),
+    (
+        4,
+        "who may withdraw an entry: its author's role",
+        r#"
+ALTER TABLE manual_entries ADD COLUMN author_role TEXT
+"#,
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +173,17 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Refuses text the databases cannot both store: PostgreSQL rejects U+0000 in text, so it
+/// is refused on SQLite too, naming the field.
+pub fn check_text(field: &str, value: &str) -> Result<(), StoreError> {
+    if value.contains('\0') {
+        return Err(StoreError::Invalid(format!(
+            "{field} 含有 NUL 字符, 无法保存 ({field} holds a NUL character, which cannot be stored)"
+        )));
+    }
+    Ok(())
 }
 
 /// The newest migration this build knows.
@@ -417,6 +435,15 @@ impl Store {
 
     /// Adds a unit. Its parent, if any, must exist.
     pub async fn add_unit(&self, unit: &Unit) -> Result<(), StoreError> {
+        for (field, text) in [
+            ("id", Some(&unit.id)),
+            ("name", Some(&unit.name)),
+            ("kind", Some(&unit.kind)),
+            ("maintainer", unit.maintainer.as_ref()),
+            ("responder", unit.responder.as_ref()),
+        ] {
+            check_text(field, text.map_or("", String::as_str))?;
+        }
         if let Some(p) = &unit.parent
             && self.unit(p).await?.is_none()
         {
@@ -724,6 +751,8 @@ impl Store {
         responder: Option<&str>,
         enrolled: Option<&str>,
     ) -> Result<bool, StoreError> {
+        check_text("maintainer", maintainer.unwrap_or(""))?;
+        check_text("responder", responder.unwrap_or(""))?;
         let r = sqlx::query(
             "UPDATE units SET maintainer = COALESCE($1, maintainer), responder = COALESCE($2, responder), \
              enrolled = COALESCE($3, enrolled) WHERE id = $4",

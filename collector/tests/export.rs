@@ -42,6 +42,7 @@ fn entry(item: &str, kind: EntryKind, score: Option<f64>, note: &str, expires: O
             .with_ymd_and_hms(2026, 11, 10, 2, 0, 0)
             .single()
             .expect("valid time"),
+        author_role: "province".into(),
     }
 }
 

@@ -85,6 +85,11 @@ fn form_encode(fields: &[(&str, &str)]) -> String {
 
 impl Browser {
     fn new(base: &str, ca_pem: &[u8]) -> Browser {
+        Browser::from_source(base, ca_pem, std::net::IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// A browser on another address of the loopback network (another office PC).
+    fn from_source(base: &str, ca_pem: &[u8], source: std::net::IpAddr) -> Browser {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -99,6 +104,7 @@ impl Browser {
             .with_no_client_auth();
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .local_address(source)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
@@ -217,15 +223,26 @@ async fn logins_refuse_wrong_passwords_lock_after_five_failures_and_logout_ends_
         }
         assert!(b.cookie.is_none());
 
-        // Five failures in a row, then even the right password is refused for a minute.
+        // Five failures in a row from one address, then that address backs off: even the
+        // right password is refused, for a second at first, doubling with each failure.
         for i in 1..=5 {
             let p = b.login("locked", "guess").await;
             assert_eq!(p.status, 401, "{backend}: failure {i}");
         }
         let p = b.login("locked", PASSWORD).await;
         assert_eq!(p.status, 429, "{backend}: the 6th attempt is refused");
-        assert!(p.body.contains("一分钟"), "{}", p.body);
+        assert!(p.body.contains("登录尝试过多"), "{}", p.body);
+        assert_eq!(p.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
         assert!(session_cookie(&p).is_none());
+        // The real user at another PC is not locked out by the attacker's failures…
+        let mut elsewhere = Browser::from_source(&r.url, &r.ca_pem, std::net::IpAddr::from([127, 0, 0, 2]));
+        let p = elsewhere.login("locked", PASSWORD).await;
+        assert_eq!(p.status, 303, "{backend}: the same name from another address logs in");
+        // …nor for long at the same one: after the back-off the right password works.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let p = b.login("locked", PASSWORD).await;
+        assert_eq!(p.status, 303, "{backend}: after the back-off: {}", p.body);
+        b.cookie = None;
         // Another user is not affected.
         let mut admin = logged_in(&r, "admin").await;
         let p = admin.get("/overview").await;

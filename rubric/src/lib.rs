@@ -4,6 +4,7 @@
 //! This crate does no I/O: parsers take text or bytes, the engine takes values and
 //! returns values. Reading files, clocks and sockets belong to the binaries.
 
+pub mod bounds;
 pub mod enrolment;
 pub mod evidence;
 pub mod period;

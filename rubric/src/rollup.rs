@@ -183,7 +183,9 @@ fn merge_checks(a: &Checks, b: &Checks) -> Checks {
 }
 
 fn merge_samples(digest: &mut Report, report: &Report, tz: Tz, reach: Reach) {
-    let interval = report.probes.interval_secs.max(1);
+    // As scoring takes it: a report stored before ingest checked the range cannot make a
+    // run span more than an agent's schedule allows.
+    let interval = crate::bounds::clamp_interval(report.probes.interval_secs);
     let mut all: Vec<ProbeSample> = std::mem::take(&mut digest.probes.samples);
     all.extend(report.probes.samples.iter().map(|s| {
         let mut s = s.clone();

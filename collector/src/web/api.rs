@@ -207,7 +207,7 @@ pub async fn unit_post(
         let input: EntryInput = serde_json::from_value(value)
             .map_err(|e| WebError::BadRequest(format!("请求格式错误 (bad request): {e}")))?;
         let entry = new_entry(&st, &s, &unit, &period, &input, now)?;
-        let id = st.store.add_entry(&entry, &s.user.name, now).await?;
+        let id = st.store.add_entry(&entry, &s.user.name, s.user.role, now).await?;
         Ok(json(
             StatusCode::CREATED,
             &serde_json::json!({ "id": id, "period": entry.period }),

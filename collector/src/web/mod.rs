@@ -25,13 +25,16 @@ pub mod svg;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use kaohe_rubric::period::Period;
 use kaohe_rubric::rubric::Rubric;
 
+use crate::bodies::Budget;
 use crate::config::CollectorConfig;
 use crate::store::{Store, StoreError, Unit};
 use auth::{LoginLimiter, SESSION_COOKIE, Session};
@@ -74,8 +77,10 @@ pub struct WebState {
     pub logins: LoginLimiter,
 }
 
-/// The dashboard's router, to merge beside the agents' API.
-pub fn router(store: Store, rubric: Rubric, config: &CollectorConfig) -> Router {
+/// The dashboard's router, to merge beside the agents' API. Request bodies are read
+/// through `budget` (bounded in size, time and total memory), and every POST must come from
+/// this origin.
+pub fn router(store: Store, rubric: Rubric, config: &CollectorConfig, budget: Budget) -> Router {
     let state = Arc::new(WebState {
         store,
         rubric,
@@ -99,7 +104,87 @@ pub fn router(store: Store, rubric: Rubric, config: &CollectorConfig) -> Router 
             get(api::unit_get).post(api::unit_post),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(budget, guard))
         .with_state(state)
+}
+
+/// Before any dashboard handler: a POST must come from this origin (login CSRF and the
+/// like; the CSRF token still guards every form), and its body is read whole, bounded.
+async fn guard(State(budget): State<Budget>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    if parts.method == Method::POST && !same_origin(&parts.headers) {
+        crate::warn_throttled!(
+            "cross_origin_post",
+            peer = %crate::conns::peer(&parts.extensions).map_or_else(|| "-".into(), |p| p.to_string()),
+            path = %parts.uri.path(),
+            "跨站 POST 被拒绝 (a POST from another origin was refused): 403"
+        );
+        return refuse(
+            &parts,
+            StatusCode::FORBIDDEN,
+            "请求来源与本站不符 (the request comes from another site)",
+        );
+    }
+    let held = match budget.read(&parts.headers, body, MAX_BODY).await {
+        Ok(h) => h,
+        Err(e) => {
+            crate::warn_throttled!(
+                "dashboard_body",
+                peer = %crate::conns::peer(&parts.extensions).map_or_else(|| "-".into(), |p| p.to_string()),
+                problem = ?e,
+                "管理平台请求体被拒绝 (dashboard request body refused)"
+            );
+            let (status, message) = e.status_and_message();
+            return refuse(&parts, status, &message);
+        }
+    };
+    // A whole, small body: the request is served now, not closed to make room.
+    if let Some(c) = parts.extensions.get::<crate::conns::Conn>() {
+        c.serving();
+    }
+    let req = Request::from_parts(parts, axum::body::Body::from(held.bytes.clone()));
+    let resp = next.run(req).await;
+    drop(held);
+    resp
+}
+
+fn refuse(parts: &axum::http::request::Parts, status: StatusCode, message: &str) -> Response {
+    if parts.uri.path().starts_with("/api/") {
+        let body = serde_json::json!({ "error": message });
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body.to_string(),
+        )
+            .into_response()
+    } else {
+        let body = format!(
+            "<!doctype html><meta charset=\"utf-8\"><title>{}</title><p>{}</p><p><a href=\"/\">返回首页 (back to the start)</a></p>",
+            status.as_u16(),
+            html::esc(message)
+        );
+        (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+    }
+}
+
+/// Whether a POST comes from this origin: its `Origin` (or else its `Referer`) names the
+/// host it was sent to, over https. A request with neither comes from no browser form and
+/// passes (the session and CSRF checks still apply).
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let ours = format!("https://{host}");
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&ours));
+    }
+    if let Some(referer) = headers.get(header::REFERER) {
+        return referer.to_str().is_ok_and(|r| {
+            r.get(..ours.len()).is_some_and(|p| p.eq_ignore_ascii_case(&ours))
+                && matches!(r.as_bytes().get(ours.len()), None | Some(b'/' | b'?'))
+        });
+    }
+    true
 }
 
 /// Why a dashboard request failed; rendered as a page or as JSON.
@@ -133,6 +218,16 @@ impl WebError {
         }
     }
 
+    /// Carries an internal error on its response, to be logged once with its context.
+    pub fn mark(&self, r: &mut Response, session: Option<&Session>) {
+        if let WebError::Internal(e) = self {
+            r.extensions_mut().insert(Failure {
+                error: e.clone(),
+                user: session.map(|s| s.user.name.clone()),
+            });
+        }
+    }
+
     pub fn csrf() -> WebError {
         WebError::Forbidden("安全校验失败, 请刷新页面后重试 (missing or wrong CSRF token)".into())
     }
@@ -146,10 +241,8 @@ impl From<StoreError> for WebError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Invalid(m) => WebError::BadRequest(m),
-            other => {
-                tracing::error!(error = %other, "dashboard request failed");
-                WebError::Internal(other.to_string())
-            }
+            // Logged once, with the request's path and peer, when it is answered.
+            other => WebError::Internal(other.to_string()),
         }
     }
 }
@@ -247,12 +340,22 @@ pub fn split_suffix<'a>(rest: &'a str, suffixes: &[&'static str]) -> (&'a str, &
 /// A JSON error body `{"error": "中文 (English)"}`.
 pub fn json_error(e: &WebError) -> Response {
     let body = serde_json::json!({ "error": e.message() });
-    (
+    let mut r = (
         e.status(),
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
         body.to_string(),
     )
-        .into_response()
+        .into_response();
+    e.mark(&mut r, None);
+    r
+}
+
+/// What went wrong inside a dashboard request, carried on its response for the log line
+/// that [`crate::serve::harden`] writes with the path and the peer.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: String,
+    pub user: Option<String>,
 }
 
 /// A `Content-Disposition` for a download with a UTF-8 file name (RFC 6266 / 5987) and an
@@ -277,6 +380,47 @@ pub fn attachment(name: &str, fallback: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_post_from_another_origin_is_told_apart() {
+        let h = |pairs: &[(header::HeaderName, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(k.clone(), v.parse().expect("value"));
+            }
+            m
+        };
+        let host = (header::HOST, "kaohe.example:8443");
+        assert!(same_origin(&h(&[
+            host.clone(),
+            (header::ORIGIN, "https://kaohe.example:8443")
+        ])));
+        assert!(!same_origin(&h(&[
+            host.clone(),
+            (header::ORIGIN, "https://evil.example")
+        ])));
+        assert!(!same_origin(&h(&[host.clone(), (header::ORIGIN, "null")])));
+        assert!(!same_origin(&h(&[
+            host.clone(),
+            (header::ORIGIN, "http://kaohe.example:8443")
+        ])));
+        assert!(same_origin(&h(&[
+            host.clone(),
+            (header::REFERER, "https://kaohe.example:8443/login")
+        ])));
+        assert!(!same_origin(&h(&[
+            host.clone(),
+            (header::REFERER, "https://kaohe.example:8443.evil.example/")
+        ])));
+        assert!(
+            same_origin(&h(std::slice::from_ref(&host))),
+            "no browser: the session and CSRF decide"
+        );
+        assert!(
+            !same_origin(&h(&[(header::ORIGIN, "https://kaohe.example:8443")])),
+            "no Host"
+        );
+    }
 
     #[test]
     fn unit_paths_split_into_the_id_and_the_suffix() {

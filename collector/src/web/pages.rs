@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -19,6 +19,7 @@ use super::auth::{self, Role, SESSION_COOKIE, Session};
 use super::html::{Lang, esc, page, pts, url_part, when};
 use super::{WebError, WebState, csrf_ok, lang_of, split_suffix, svg};
 use crate::alerts::Alert;
+use crate::conns::Conn;
 use crate::review::{EntryKind, ManualEntry, NewEntry};
 use crate::scores::{FullItem, FullSheet, Ranking};
 use crate::store::Unit;
@@ -77,11 +78,13 @@ fn error_page(lang: Lang, query: &Q, session: Option<&Session>, e: &WebError) ->
         esc(&e.message()),
         lang.t("返回首页", "back to the start")
     );
-    html(
+    let mut r = html(
         e.status(),
         query,
         page(lang, lang.t("错误", "Error"), &nav(lang, session, None), &body),
-    )
+    );
+    e.mark(&mut r, session);
+    r
 }
 
 fn unit_href(id: &str) -> String {
@@ -190,28 +193,53 @@ pub struct LoginForm {
 
 pub async fn login(
     State(st): State<Arc<WebState>>,
+    conn: Option<Extension<Conn>>,
     query: Q,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let lang = lang_of(q(&query, "lang"), &headers);
-    let name = f.user.trim().to_string();
-    if !st.logins.attempt(&name) {
+    // Names are at most 64 characters; a longer one cannot exist, and is neither looked up
+    // nor echoed in full.
+    let name: String = f.user.trim().chars().take(65).collect();
+    let source = conn
+        .as_ref()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip());
+    let shown: String = name.chars().take(64).collect();
+    if let Err(refusal) = st.logins.attempt(&name, source, std::time::Instant::now()) {
+        let wait = refusal.retry_after().as_secs().max(1);
+        crate::warn_throttled!(
+            "login_limited",
+            user = %shown,
+            %source,
+            limit = refusal.limit(),
+            retry_after_secs = wait,
+            "登录尝试被限制 (login attempt refused by a limit): 429"
+        );
         let mut r = login_page(
             lang,
             &query,
             StatusCode::TOO_MANY_REQUESTS,
-            Some(lang.t(
-                "登录失败次数过多, 请一分钟后再试",
-                "too many failed logins; try again in a minute",
-            )),
-            &name,
+            Some(&match lang {
+                Lang::Zh => format!(
+                    "登录尝试过多, 请 {} 后再试",
+                    human_duration(i64::try_from(wait).unwrap_or(i64::MAX))
+                ),
+                Lang::En => format!("too many login attempts; try again in {wait} s"),
+            }),
+            &shown,
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         return r;
     }
-    let found = match st.store.login_user(&name).await {
+    let found = if name.chars().count() > 64 {
+        Ok(None)
+    } else {
+        st.store.login_user(&name).await
+    };
+    let found = match found {
         Ok(u) => u,
         Err(e) => return error_page(lang, &query, None, &WebError::from(e)),
     };
@@ -224,12 +252,13 @@ pub async fn login(
     let permit = match tokio::time::timeout(std::time::Duration::from_secs(10), st.logins.verifying.acquire()).await {
         Ok(Ok(p)) => p,
         _ => {
+            crate::warn_throttled!("login_busy", %source, "登录请求过多, 密码校验排队超时 (too many logins at once): 503");
             return login_page(
                 lang,
                 &query,
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some(lang.t("登录请求过多, 请稍后再试", "too many logins at once; try again shortly")),
-                &name,
+                &shown,
             );
         }
     };
@@ -238,16 +267,17 @@ pub async fn login(
         .unwrap_or(false);
     drop(permit);
     let Some(user) = user.filter(|_| ok) else {
-        tracing::warn!(user = %name, "dashboard login failed");
+        st.logins.failed(&name, source, std::time::Instant::now());
+        crate::warn_throttled!("login_failed", user = %shown, %source, "管理平台登录失败 (dashboard login failed): 401");
         return login_page(
             lang,
             &query,
             StatusCode::UNAUTHORIZED,
             Some(lang.t("用户名或密码错误", "wrong user name or password")),
-            &name,
+            &shown,
         );
     };
-    st.logins.succeeded(&name);
+    st.logins.succeeded(&name, source, std::time::Instant::now());
     let token = crate::ingest::random_secret();
     let csrf = crate::ingest::random_secret();
     let now = Utc::now();
@@ -255,7 +285,7 @@ pub async fn login(
     if let Err(e) = st.store.create_session(&token, &user.name, &csrf, now, until).await {
         return error_page(lang, &query, None, &WebError::from(e));
     }
-    tracing::info!(user = %user.name, role = user.role.as_str(), "dashboard login");
+    tracing::info!(user = %user.name, role = user.role.as_str(), %source, "管理平台登录 (dashboard login)");
     let to = match (user.role, user.unit_id.as_deref()) {
         (Role::Unit, Some(own)) => unit_href(own),
         _ => "/overview".to_string(),
@@ -929,7 +959,7 @@ fn item_row(st: &WebState, s: &Session, lang: Lang, unit: &Unit, period: &Period
     let mut entries = String::new();
     for e in &item.entries {
         let _ = write!(entries, "<div>{}", entry_line(lang, tz, e));
-        if may_withdraw(s, e.kind) {
+        if may_withdraw(s, e.kind, Role::parse(&e.author_role).unwrap_or(Role::Province)) {
             let _ = write!(
                 entries,
                 " <form method=\"post\" action=\"{}/entries/withdraw?period={}\" style=\"display:inline\">\
@@ -973,8 +1003,10 @@ fn status_en(s: crate::scores::FinalStatus) -> &'static str {
     }
 }
 
-fn may_withdraw(s: &Session, kind: EntryKind) -> bool {
-    s.user.may_enter(kind)
+/// Whether the user may withdraw an entry of `kind` entered by `author`: a kind the user
+/// may enter, by a role at the user's level or below.
+fn may_withdraw(s: &Session, kind: EntryKind, author: Role) -> bool {
+    s.user.may_enter(kind) && s.user.role.level() >= author.level()
 }
 
 fn entry_form(st: &WebState, s: &Session, lang: Lang, unit: &Unit, period: &Period) -> String {
@@ -1138,7 +1170,7 @@ pub fn new_entry(
 
 /// Withdraws an entry of `unit` if the user may withdraw its kind.
 pub async fn withdraw(st: &WebState, s: &Session, unit: &Unit, id: &str) -> Result<(), WebError> {
-    let Some((owner, kind)) = st.store.entry_owner(id.trim()).await? else {
+    let Some((owner, kind, author)) = st.store.entry_owner(id.trim()).await? else {
         return Err(WebError::NotFound(format!(
             "没有可撤回的记录 {id} (no such live entry)"
         )));
@@ -1148,13 +1180,15 @@ pub async fn withdraw(st: &WebState, s: &Session, unit: &Unit, id: &str) -> Resu
             "该单位没有记录 {id} (no such entry for this unit)"
         )));
     }
-    if !s.user.may_enter(kind) {
+    if !may_withdraw(s, kind, author) {
         return Err(WebError::Forbidden(format!(
-            "{} 无权撤回{} ({} may not withdraw a {})",
+            "{} 无权撤回{}录入的{} ({} may not withdraw a {} entered by a {})",
             s.user.role.label_zh(),
+            author.label_zh(),
             kind.label_zh(),
             s.user.role.as_str(),
-            kind.as_str()
+            kind.as_str(),
+            author.as_str()
         )));
     }
     st.store.withdraw_entry(id.trim(), &s.user.name, Utc::now()).await?;
@@ -1199,7 +1233,7 @@ pub async fn unit_post(
         match new_entry(&st, &s, &unit, &period, &EntryInput::from_form(&f), now) {
             Ok(entry) => st
                 .store
-                .add_entry(&entry, &s.user.name, now)
+                .add_entry(&entry, &s.user.name, s.user.role, now)
                 .await
                 .map(|_| ())
                 .map_err(WebError::from),

@@ -103,8 +103,10 @@ pub(super) fn upstream_up(
     let mut per_target: BTreeMap<&str, Vec<Held>> = BTreeMap::new();
     for r in reports {
         for s in r.probes.samples.iter().filter(|s| s.role == ProbeRole::Upstream) {
-            let interval = s.run.map_or(r.probes.interval_secs, |run| run.interval_secs);
-            let hold = Duration::milliseconds((f64::from(interval.max(1)) * rule.sample_tolerance * 1000.0) as i64);
+            // Clamped to what an agent's schedule allows, so that no report can stand for
+            // more than its own interval (ingest refuses others; older stored ones count so).
+            let interval = crate::bounds::clamp_interval(s.run.map_or(r.probes.interval_secs, |run| run.interval_secs));
+            let hold = Duration::milliseconds((f64::from(interval) * rule.sample_tolerance * 1000.0) as i64);
             // A run of a roll-up may begin before the window; it counts from the start.
             if s.last_at() >= start && s.at < end {
                 per_target

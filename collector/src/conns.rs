@@ -1,0 +1,683 @@
+//! The collector's listener: TLS and HTTP/1.1 with every connection bounded, so that no
+//! client that has not authenticated can hold the server's memory, file descriptors or
+//! time.
+//!
+//! - **A connection cap** (`max_connections`, kept below the process's file-descriptor
+//!   limit) and **a cap on TLS handshakes in progress** (`max_tls_handshakes`). When a cap
+//!   is reached, a connection that has not proven anything — still in its TLS handshake,
+//!   idle between requests, or sending a request that is not yet authenticated — is closed
+//!   to make room: the oldest of the source address that holds the most such connections,
+//!   so that a flood from a few addresses pushes out only its own. A connection serving an authenticated request is never closed
+//!   for room; when every slot serves one, the new connection is refused. So a flood of
+//!   slow clients (slowloris) cycles through the slots while a real request, which
+//!   completes in milliseconds, gets through.
+//! - **Timeouts**: the TLS handshake (`tls_handshake_timeout_secs`), a request's headers
+//!   counted from the moment the connection is ready for them, which is also how long an
+//!   idle keep-alive connection stays open (`header_timeout_secs`), and a stalled write
+//!   (`write_timeout_secs`: a client that stops reading its response). Bodies are bounded in
+//!   [`crate::bodies`].
+//! - HTTP/1.1 only (ALPN `http/1.1`): agents and browsers both speak it, and it keeps the
+//!   attack surface to one protocol with one set of limits.
+//!
+//! Handlers see the connection as the [`Conn`] request extension: its peer address, and
+//! [`Conn::serving`] to say that the request proved itself (a valid credential or session,
+//! or a complete small body), which takes the connection out of the eviction order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::warn_throttled;
+
+/// What bounds each connection; from the config (`collector.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// File descriptors kept for the database, the log and the listener itself.
+pub const RESERVED_FDS: u64 = 128;
+
+/// The connection cap the process can honour: the configured one, lowered to the
+/// file-descriptor limit (raised first to its hard limit) less [`RESERVED_FDS`].
+pub fn effective_max_connections(configured: usize) -> (usize, u64) {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let room = nofile.saturating_sub(RESERVED_FDS).max(16);
+    (configured.min(usize::try_from(room).unwrap_or(usize::MAX)), nofile)
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// TLS handshake under way.
+    Handshake,
+    /// Idle, or sending a request that has not proven itself yet: may be closed for room.
+    Waiting,
+    /// Serving a request that proved itself (or has no body): never closed for room.
+    Serving,
+}
+
+#[derive(Debug)]
+struct Entry {
+    stage: Stage,
+    source: IpAddr,
+    evict: Arc<Notify>,
+}
+
+/// A source address's evictable connections, by stage, oldest first.
+#[derive(Debug, Default)]
+struct Source {
+    handshaking: BTreeSet<u64>,
+    waiting: BTreeSet<u64>,
+}
+
+/// Open connections and, per source address, those that may be closed for room, with an
+/// index of the sources by how many they hold: room is made at the expense of the source
+/// that holds the most, so a flood from a few addresses cannot push out anyone else.
+#[derive(Debug, Default)]
+struct Table {
+    next: u64,
+    conns: HashMap<u64, Entry>,
+    sources: HashMap<IpAddr, Source>,
+    /// (evictable connections, source), for the total cap.
+    by_evictable: BTreeSet<(usize, IpAddr)>,
+    /// (handshakes in progress, source), for the handshake cap.
+    by_handshakes: BTreeSet<(usize, IpAddr)>,
+    handshakes: usize,
+}
+
+impl Table {
+    /// Moves connection `id` into `stage` (None: gone), keeping the indexes.
+    fn place(&mut self, id: u64, source: IpAddr, from: Option<Stage>, to: Option<Stage>) {
+        let src = self.sources.entry(source).or_default();
+        let before = (src.handshaking.len() + src.waiting.len(), src.handshaking.len());
+        match from {
+            Some(Stage::Handshake) => {
+                src.handshaking.remove(&id);
+            }
+            Some(Stage::Waiting) => {
+                src.waiting.remove(&id);
+            }
+            _ => {}
+        }
+        match to {
+            Some(Stage::Handshake) => {
+                src.handshaking.insert(id);
+            }
+            Some(Stage::Waiting) => {
+                src.waiting.insert(id);
+            }
+            _ => {}
+        }
+        let after = (src.handshaking.len() + src.waiting.len(), src.handshaking.len());
+        if src.handshaking.is_empty() && src.waiting.is_empty() {
+            self.sources.remove(&source);
+        }
+        if before.0 != after.0 {
+            self.by_evictable.remove(&(before.0, source));
+            if after.0 > 0 {
+                self.by_evictable.insert((after.0, source));
+            }
+        }
+        if before.1 != after.1 {
+            self.by_handshakes.remove(&(before.1, source));
+            if after.1 > 0 {
+                self.by_handshakes.insert((after.1, source));
+            }
+            self.handshakes = self.handshakes + after.1 - before.1;
+        }
+    }
+
+    fn set(&mut self, id: u64, stage: Stage) {
+        let Some(e) = self.conns.get_mut(&id) else { return };
+        let (from, source) = (e.stage, e.source);
+        if from == stage {
+            return;
+        }
+        e.stage = stage;
+        self.place(id, source, Some(from), Some(stage));
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.conns.remove(&id)?;
+        self.place(id, e.source, Some(e.stage), None);
+        Some(e)
+    }
+
+    /// Closes the oldest unproven connection (only handshakes, with `handshakes_only`) of
+    /// the source that holds the most; false if there is none.
+    fn evict(&mut self, handshakes_only: bool) -> bool {
+        let index = if handshakes_only {
+            &self.by_handshakes
+        } else {
+            &self.by_evictable
+        };
+        let Some(&(_, source)) = index.last() else {
+            return false;
+        };
+        let Some(src) = self.sources.get(&source) else {
+            return false;
+        };
+        let oldest = if handshakes_only {
+            src.handshaking.first().copied()
+        } else {
+            match (src.handshaking.first(), src.waiting.first()) {
+                (Some(a), Some(b)) => Some(*a.min(b)),
+                (a, b) => a.or(b).copied(),
+            }
+        };
+        match oldest.and_then(|id| self.remove(id)) {
+            Some(e) => {
+                e.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Counts for `/metrics` and the log.
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub evicted: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+    pub header_timeouts: AtomicU64,
+    pub write_timeouts: AtomicU64,
+}
+
+/// Every open connection of the listener and its stage.
+#[derive(Debug)]
+pub struct Tracker {
+    limits: Limits,
+    table: Mutex<Table>,
+    pub counters: ConnCounters,
+}
+
+impl Tracker {
+    pub fn new(limits: Limits) -> Arc<Tracker> {
+        Arc::new(Tracker {
+            limits,
+            table: Mutex::new(Table::default()),
+            counters: ConnCounters::default(),
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.table().conns.len()
+    }
+
+    /// Takes a new connection in, closing the oldest unproven ones if a cap is reached;
+    /// `None` when every slot is serving a request.
+    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Guard> {
+        let mut t = self.table();
+        let mut evicted = 0u64;
+        while t.handshakes >= self.limits.max_handshakes && t.evict(true) {
+            evicted += 1;
+        }
+        while t.conns.len() >= self.limits.max_connections {
+            if !t.evict(false) {
+                drop(t);
+                self.counters.refused.fetch_add(evicted.max(1), Ordering::Relaxed);
+                return None;
+            }
+            evicted += 1;
+        }
+        let id = t.next;
+        t.next += 1;
+        let evict = Arc::new(Notify::new());
+        t.conns.insert(
+            id,
+            Entry {
+                stage: Stage::Handshake,
+                source: peer.ip(),
+                evict: evict.clone(),
+            },
+        );
+        t.place(id, peer.ip(), None, Some(Stage::Handshake));
+        let open = t.conns.len();
+        drop(t);
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        if evicted > 0 {
+            self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
+            warn_throttled!(
+                "connections_evicted",
+                %peer,
+                open,
+                max_connections = self.limits.max_connections,
+                max_tls_handshakes = self.limits.max_handshakes,
+                "连接数达到上限, 已关闭最早的未完成请求的连接 (connection limit reached: closed the oldest connection without a complete request)"
+            );
+        }
+        Some(Guard {
+            id,
+            tracker: self.clone(),
+            evict,
+        })
+    }
+}
+
+/// A connection's place in the [`Tracker`]; leaving it when dropped.
+#[derive(Debug)]
+struct Guard {
+    id: u64,
+    tracker: Arc<Tracker>,
+    evict: Arc<Notify>,
+}
+
+impl Guard {
+    fn set(&self, stage: Stage) {
+        self.tracker.table().set(self.id, stage);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.tracker.table().remove(self.id);
+    }
+}
+
+/// The connection a request came on: a request extension.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    id: u64,
+    tracker: Arc<Tracker>,
+}
+
+impl Conn {
+    /// The request proved itself: the connection is no longer closed to make room.
+    pub fn serving(&self) {
+        self.tracker.table().set(self.id, Stage::Serving);
+    }
+
+    fn waiting(&self) {
+        self.tracker.table().set(self.id, Stage::Waiting);
+    }
+}
+
+/// The peer of a request, if it came through this listener (tests may call the router
+/// directly).
+pub fn peer(ext: &axum::http::Extensions) -> Option<SocketAddr> {
+    ext.get::<Conn>().map(|c| c.peer)
+}
+
+/// Builds the TLS acceptor from the PEM chain (server certificate first) and key.
+pub fn tls_acceptor(chain: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("无法读取证书 {} (cannot read the certificate): {e}", chain.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("无法读取私钥 {} (cannot read the key): {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("证书与私钥不匹配或无效 (bad certificate or key): {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections until `shutdown` turns true, then lets requests under way finish
+/// (up to 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    tracker: Arc<Tracker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: the caps should prevent it; wait a moment rather than spin.
+                    warn_throttled!("accept_failed", error = %e, "无法接受连接 (cannot accept a connection)");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Some(guard) = tracker.admit(peer) else {
+            warn_throttled!(
+                "connection_refused",
+                %peer,
+                max_connections = tracker.limits.max_connections,
+                "连接数达到上限且全部在处理请求, 拒绝新连接 (every connection slot is serving a request: refused a connection)"
+            );
+            drop(tcp);
+            continue;
+        };
+        tokio::spawn(connection(tcp, peer, guard, tls.clone(), app.clone(), shutdown.clone()));
+    }
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tracker.open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    guard: Guard,
+    tls: TlsAcceptor,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let tracker = guard.tracker.clone();
+    let limits = tracker.limits;
+    let evict = guard.evict.clone();
+    let work = async {
+        let _ = tcp.set_nodelay(true);
+        let stream = match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracker.counters.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+                warn_throttled!(
+                    "handshake_timeout",
+                    %peer,
+                    timeout_secs = limits.handshake_timeout.as_secs(),
+                    "TLS 握手超时, 已关闭连接 (TLS handshake timed out: connection closed)"
+                );
+                return;
+            }
+        };
+        guard.set(Stage::Waiting);
+        let conn = Conn {
+            peer,
+            id: guard.id,
+            tracker: tracker.clone(),
+        };
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let conn = conn.clone();
+            let mut app = app.clone();
+            async move {
+                // A request without a body has nothing left to send: it is served.
+                if req.body().is_end_stream() {
+                    conn.serving();
+                }
+                req.extensions_mut().insert(conn.clone());
+                let resp = tower_service::Service::call(&mut app, req).await;
+                Ok::<_, std::convert::Infallible>(resp.map_or_else(
+                    |never| match never {},
+                    |r| {
+                        r.map(|b| {
+                            axum::body::Body::new(Served {
+                                inner: b,
+                                conn: Some(conn),
+                            })
+                        })
+                    },
+                ))
+            }
+        });
+        let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+        let http = builder.serve_connection(io, service);
+        tokio::pin!(http);
+        let result = tokio::select! {
+            r = http.as_mut() => r,
+            _ = shutdown.changed() => {
+                http.as_mut().graceful_shutdown();
+                match tokio::time::timeout(Duration::from_secs(10), http.as_mut()).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            if e.is_timeout() {
+                tracker.counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                warn_throttled!(
+                    "header_timeout",
+                    %peer,
+                    timeout_secs = limits.header_timeout.as_secs(),
+                    "请求头未在时限内收完或连接空闲超时, 已关闭连接 (request headers too slow or connection idle too long: closed)"
+                );
+            } else if is_write_timeout(&e) {
+                tracker.counters.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                warn_throttled!(
+                    "write_timeout",
+                    %peer,
+                    timeout_secs = limits.write_timeout.as_secs(),
+                    "客户端长时间不读取响应, 已关闭连接 (client stopped reading its response: closed)"
+                );
+            } else {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = evict.notified() => {
+            tracing::debug!(%peer, "connection closed to make room");
+        }
+    }
+    drop(guard);
+}
+
+fn is_write_timeout(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return io.kind() == io::ErrorKind::TimedOut;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A response body that hands the connection back to the eviction order when it has been
+/// sent (or dropped).
+struct Served {
+    inner: axum::body::Body,
+    conn: Option<Conn>,
+}
+
+impl hyper::body::Body for Served {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.waiting();
+        }
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once they have made no progress for the
+/// timeout: a client that stops reading cannot hold its connection.
+struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Pending => {
+                let t = self.timeout;
+                let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "write stalled")));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(conns: usize, handshakes: usize) -> Limits {
+        Limits {
+            max_connections: conns,
+            max_handshakes: handshakes,
+            handshake_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    fn from(last: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, last], 1))
+    }
+
+    async fn told_to_close(g: &Guard) -> bool {
+        tokio::time::timeout(Duration::from_millis(10), g.evict.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_unproven_connection_makes_room_and_serving_ones_stay() {
+        let t = Tracker::new(limits(3, 10));
+        let a = t.admit(peer()).expect("a");
+        let b = t.admit(peer()).expect("b");
+        let c = t.admit(peer()).expect("c");
+        a.set(Stage::Serving);
+        b.set(Stage::Waiting);
+        c.set(Stage::Waiting);
+        let d = t.admit(peer()).expect("d evicts b, the oldest not serving");
+        assert!(told_to_close(&b).await, "b was told to close");
+        assert!(!told_to_close(&c).await);
+        assert_eq!(t.open(), 3);
+        c.set(Stage::Serving);
+        d.set(Stage::Serving);
+        assert!(t.admit(peer()).is_none(), "every slot serves a request: refused");
+        assert_eq!(t.counters.refused.load(Ordering::Relaxed), 1);
+        drop(a);
+        assert!(t.admit(peer()).is_some(), "a slot came free");
+    }
+
+    #[tokio::test]
+    async fn room_is_made_at_the_expense_of_the_source_holding_the_most() {
+        let t = Tracker::new(limits(4, 10));
+        let probe = t.admit(from(2)).expect("an early connection of another source");
+        let flood: Vec<Guard> = (0..3).map(|_| t.admit(from(1)).expect("flood")).collect();
+        let _newer = t.admit(from(1)).expect("evicts");
+        assert!(!told_to_close(&probe).await, "the other source keeps its connection");
+        assert!(told_to_close(&flood[0]).await, "the flood's oldest goes");
+        let _another = t.admit(from(3)).expect("a third source gets in");
+        assert!(told_to_close(&flood[1]).await);
+        assert!(!told_to_close(&probe).await);
+    }
+
+    #[tokio::test]
+    async fn handshakes_have_their_own_cap() {
+        let t = Tracker::new(limits(100, 2));
+        let a = t.admit(peer()).expect("a");
+        let b = t.admit(peer()).expect("b");
+        let _c = t.admit(peer()).expect("c");
+        assert!(told_to_close(&a).await, "the oldest handshake made room");
+        b.set(Stage::Waiting);
+        let _d = t.admit(peer()).expect("d");
+        assert_eq!(t.open(), 3, "b finished its handshake and stays");
+        assert!(!told_to_close(&b).await);
+    }
+}
