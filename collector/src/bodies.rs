@@ -111,9 +111,18 @@ impl Budget {
     }
 
     /// Reads a whole body of at most `limit` bytes within the timeout.
+    ///
+    /// A body a little over the limit (by at most [`DRAIN_MAX`]) is read to its end and
+    /// dropped before the 413, so that a client still sending it reads the answer instead
+    /// of a reset connection; a bigger one is refused at once.
     pub async fn read(&self, headers: &HeaderMap, body: Body, limit: usize) -> Result<Held, BodyError> {
         let declared = declared_length(headers);
-        if declared.is_some_and(|n| n > limit as u64) {
+        if let Some(n) = declared
+            && n > limit as u64
+        {
+            if n <= (limit + DRAIN_MAX) as u64 {
+                self.drain(body, n as usize).await;
+            }
             return Err(BodyError::TooLarge { limit });
         }
         let mut permit = None;
@@ -136,6 +145,10 @@ impl Budget {
             };
             let Ok(data) = frame.into_data() else { continue };
             if buf.len() + data.len() > limit {
+                let seen = buf.len() + data.len();
+                drop(buf);
+                drop(permit);
+                self.drain_rest(body, seen, limit + DRAIN_MAX, deadline).await;
                 return Err(BodyError::TooLarge { limit });
             }
             buf.extend_from_slice(&data);
@@ -149,6 +162,27 @@ impl Budget {
             bytes: Bytes::from(buf),
             _permit: permit,
         })
+    }
+}
+
+/// How far over its limit a body is still read (and dropped) before the 413.
+pub const DRAIN_MAX: usize = 1 << 20;
+
+impl Budget {
+    /// Reads and drops a body of `declared` bytes, within the timeout.
+    async fn drain(&self, body: Body, declared: usize) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.drain_rest(body, 0, declared, deadline).await;
+    }
+
+    /// Reads and drops the rest of a body, while the total stays within `max` bytes.
+    async fn drain_rest(&self, mut body: Body, mut seen: usize, max: usize, deadline: tokio::time::Instant) {
+        while seen <= max {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(f))) => seen += f.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
     }
 }
 

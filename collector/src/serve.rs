@@ -198,7 +198,15 @@ async fn harden_response(req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let path = req.uri().path().to_string();
     let peer = crate::conns::peer(req.extensions());
+    let had_body = crate::bodies::declared_length(req.headers()).is_some_and(|n| n > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
     let mut resp = next.run(req).await;
+    // A refused request's body may be unread: close, so the client does not send its next
+    // request on a connection the server is about to drop.
+    if had_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(f) = resp.extensions().get::<crate::web::Failure>() {
         tracing::error!(
             %path,

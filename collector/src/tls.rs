@@ -42,15 +42,23 @@ pub fn ca_fingerprint(files: &TlsFiles) -> Result<String, String> {
     Ok(fingerprint(&der))
 }
 
+/// Writes a key readable by its owner only, from the moment the file exists.
 fn write_private(path: &Path, data: &str) -> Result<(), String> {
-    std::fs::write(path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::io::Write;
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).write(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path).map_err(fail)?;
+    // An older file keeps its mode on open: set it too.
+    #[cfg(unix)]
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
+    f.write_all(data.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)
 }
 
 fn ca_params() -> Result<rcgen::CertificateParams, rcgen::Error> {

@@ -6,7 +6,9 @@ mod common;
 use chrono::{Duration, Utc};
 use common::Running;
 use kaohe_collector::store::Store;
-use kaohe_rubric::evidence::{HostFacts, Report};
+use kaohe_rubric::evidence::{
+    HostFacts, IsolationProtocol, IsolationResult, ProbeKind, ProbeRole, ProbeSample, Report,
+};
 
 async fn start(test: &str, database_url: String) -> Running {
     let r = start_more(test, database_url).await;
@@ -143,7 +145,66 @@ async fn ingest_stores_once_and_refuses_bad_input_clearly_without_storing_it() {
                 Some(&cred_a),
                 format!("{{\"pad\": \"{}\"}}", "x".repeat(80 * 1024)),
                 413,
-                "",
+                "{\"error\":\"请求体超过上限",
+            ),
+            (
+                "a NUL in a string (PostgreSQL cannot store it)",
+                Some(&cred_a),
+                {
+                    let mut r = report("nx/a", &agent_a, 3);
+                    r.isolation.push(IsolationResult {
+                        at: r.created_at,
+                        canary: "canary\0name".into(),
+                        protocol: IsolationProtocol::Icmp,
+                        reached: false,
+                        via_interface: None,
+                        next_hop: None,
+                        error: None,
+                    });
+                    serde_json::to_string(&r).expect("json")
+                },
+                422,
+                "isolation[0].canary",
+            ),
+            (
+                "a NUL in a field the collector does not know",
+                Some(&cred_a),
+                body.replacen('{', "{\"extra\\u0000\":1,", 1),
+                422,
+                "NUL",
+            ),
+            (
+                "a probe interval that would buy a month",
+                Some(&cred_a),
+                {
+                    let mut r = report("nx/a", &agent_a, 3);
+                    r.probes.interval_secs = u32::MAX;
+                    r.probes.samples.push(ProbeSample {
+                        target: "10.0.0.1".into(),
+                        kind: ProbeKind::Icmp,
+                        role: ProbeRole::Upstream,
+                        at: r.created_at,
+                        ok: true,
+                        rtt_ms: Some(1.0),
+                        error: None,
+                        run: None,
+                    });
+                    serde_json::to_string(&r).expect("json")
+                },
+                422,
+                "probes.interval_secs",
+            ),
+            (
+                "a report dated hours ahead of the collector",
+                Some(&cred_a),
+                serde_json::to_string(&{
+                    let mut r = report("nx/a", &agent_a, 3);
+                    r.created_at += Duration::hours(3);
+                    r
+                })
+                .expect("json"),
+                422,
+                "created_at",
             ),
         ];
         for (what, cred, body, want, says) in cases {
@@ -157,6 +218,27 @@ async fn ingest_stores_once_and_refuses_bad_input_clearly_without_storing_it() {
             "{backend}: nothing else stored"
         );
         assert_eq!(r.store.report_count("nx/b").await.expect("count"), 0, "{backend}");
+        // The agent sets the refused ones aside and its queue moves on: the next is stored.
+        let next = serde_json::to_string(&report("nx/a", &agent_a, 4)).expect("json");
+        let (s, text) = post(&r, Some(&cred_a), next).await;
+        assert_eq!(s, 200, "{backend}: {text}");
+        assert_eq!(r.store.report_count("nx/a").await.expect("count"), 2, "{backend}");
+
+        // Enrolment refuses what cannot be stored too, naming the field.
+        let secret = format!("secret-nul-{}", uuid::Uuid::new_v4());
+        r.store
+            .add_token("nx/b", &secret, Utc::now() + Duration::hours(1))
+            .await
+            .expect("token");
+        let client = kaohe_agent::delivery::client(&r.ca_pem, None).expect("client");
+        let resp = client
+            .post(format!("{}/api/v1/enroll", r.url))
+            .json(&serde_json::json!({"secret": secret, "hostname": "pc\u{0}1", "agent_version": "0.1.0"}))
+            .send()
+            .await
+            .expect("enrol");
+        assert_eq!(resp.status(), 422, "{backend}");
+        assert!(resp.text().await.unwrap_or_default().contains("hostname"), "{backend}");
 
         // Metrics count what happened, and name the unit last seen.
         let client = kaohe_agent::delivery::client(&r.ca_pem, None).expect("client");
@@ -168,7 +250,7 @@ async fn ingest_stores_once_and_refuses_bad_input_clearly_without_storing_it() {
             .text()
             .await
             .expect("text");
-        assert!(m.contains("kaohe_reports_ingested_total 1"), "{backend}: {m}");
+        assert!(m.contains("kaohe_reports_ingested_total 2"), "{backend}: {m}");
         assert!(m.contains("kaohe_reports_duplicate_total 1"), "{backend}: {m}");
         assert!(
             m.contains("kaohe_unit_last_seen_seconds{unit=\"nx/a\"}"),

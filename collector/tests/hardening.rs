@@ -749,3 +749,50 @@ async fn the_log_names_failures_and_limits_in_json_and_never_a_secret() {
     }
     let _ = std::io::stdout().flush();
 }
+
+#[tokio::test]
+async fn the_data_directory_and_database_are_private_even_when_they_were_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("kaohe-hard-perms-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    // As an older collector left them: world-readable.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.join("kaohe.db"), b"").expect("db");
+    std::fs::set_permissions(dir.join("kaohe.db"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let config = kaohe_collector::config::CollectorConfig {
+        data_dir: dir.clone(),
+        ..Default::default()
+    };
+    let (store, _) = kaohe_collector::serve::prepare(&config).await.expect("prepare");
+    // Write something so that SQLite makes its -wal and -shm files.
+    store
+        .add_unit(&kaohe_collector::store::Unit {
+            id: "nx".into(),
+            name: "n".into(),
+            parent: None,
+            kind: "province".into(),
+            maintainer: None,
+            responder: None,
+            enrolled: None,
+        })
+        .await
+        .expect("unit");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    for f in [
+        "kaohe.db",
+        "kaohe.db-wal",
+        "kaohe.db-shm",
+        "tls/ca.key",
+        "tls/server.key",
+    ] {
+        let p = dir.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p) & 0o077, 0, "{f} is readable by others: {:o}", mode(&p));
+        }
+    }
+    assert!(dir.join("kaohe.db-wal").exists(), "WAL mode made its file");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

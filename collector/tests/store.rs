@@ -353,3 +353,43 @@ async fn roll_ups_made_at_ingest_score_like_the_raw_reports_even_out_of_order() 
 fn rubric_tz() -> chrono_tz::Tz {
     kaohe_rubric::Rubric::default_rubric().timezone
 }
+
+#[tokio::test]
+async fn text_postgresql_cannot_store_is_refused_alike_and_its_database_error_is_permanent() {
+    for (backend, s) in common::stores("nul").await {
+        enrolled(&s).await;
+        // Names and profiles: refused before the database on both, naming the field.
+        let mut bad = unit("nx/bad", Some("nx"));
+        bad.name = "坏\0单位".into();
+        let e = s.add_unit(&bad).await.expect_err("NUL in a name");
+        assert!(
+            e.to_string().contains("name") && e.to_string().contains("NUL"),
+            "{backend}: {e}"
+        );
+        let e = s
+            .set_unit_profile("nx/yc", Some("王\0工"), None, None)
+            .await
+            .expect_err("NUL in a maintainer");
+        assert!(e.to_string().contains("maintainer"), "{backend}: {e}");
+        // A report that slipped past ingest's check: PostgreSQL refuses it for its content,
+        // which the ingest writer must answer 422 (never 503, which the agent retries forever).
+        // An isolation breach whose canary holds a NUL: its alert is text PostgreSQL refuses.
+        let mut r = report("nx/yc", "agent-1", 1);
+        r.checks.isolation = kaohe_rubric::evidence::CheckStatus::Ran;
+        r.isolation.push(kaohe_rubric::evidence::IsolationResult {
+            at: r.created_at,
+            canary: "198.51.100.7\0".into(),
+            protocol: kaohe_rubric::evidence::IsolationProtocol::Icmp,
+            reached: true,
+            via_interface: None,
+            next_hop: None,
+            error: None,
+        });
+        let body = serde_json::to_string(&r).expect("json");
+        match (backend, s.insert_report(&r, &body, Utc::now()).await) {
+            ("postgres", Err(e)) => assert!(kaohe_collector::batch::permanent(&e), "{backend}: {e}"),
+            ("postgres", Ok(_)) => panic!("postgres stored a NUL"),
+            (_, r) => assert!(r.is_ok(), "{backend}: SQLite stores it; ingest refuses it first"),
+        }
+    }
+}

@@ -535,3 +535,132 @@ async fn pages_escape_data_and_draw_the_uptime_chart_and_network_map() {
     assert_eq!(p.status, 200);
     assert!(p.body.contains("自检报告"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_authors_level_or_higher_withdraws_and_bad_input_gets_a_clear_answer() {
+    for (backend, db) in common::database_urls("web_withdraw").await {
+        let r = start(&format!("withdraw-{backend}"), db).await;
+        let admin = logged_in(&r, "admin").await;
+        let city = logged_in(&r, "city").await;
+        let reviewer = logged_in(&r, "reviewer").await;
+        let (admin_csrf, city_csrf, reviewer_csrf) = (admin.csrf().await, city.csrf().await, reviewer.csrf().await);
+        let review = |who: &str| serde_json::json!({"item": "四.1", "kind": "review", "score": 2, "reviewer": who, "note": "制度齐全", "period": "2026"});
+        let id_of = |p: Page| {
+            assert_eq!(p.status, 201, "{}", p.body);
+            p.json()["id"].as_str().expect("id").to_string()
+        };
+        let by_province = id_of(
+            admin
+                .post_json(
+                    "/api/v1/dashboard/units/nx/yc/a/entries",
+                    Some(&admin_csrf),
+                    &review("省厅"),
+                )
+                .await,
+        );
+        let by_reviewer = id_of(
+            reviewer
+                .post_json(
+                    "/api/v1/dashboard/units/nx/yc/a/entries",
+                    Some(&reviewer_csrf),
+                    &review("李评审"),
+                )
+                .await,
+        );
+        let withdraw = |id: &str| serde_json::json!({ "id": id });
+        // The province's review: not the city's nor the reviewer's to withdraw.
+        for (who, b, csrf) in [("city", &city, &city_csrf), ("reviewer", &reviewer, &reviewer_csrf)] {
+            let p = b
+                .post_json(
+                    "/api/v1/dashboard/units/nx/yc/a/entries/withdraw",
+                    Some(csrf),
+                    &withdraw(&by_province),
+                )
+                .await;
+            assert_eq!(p.status, 403, "{backend}: {who}: {}", p.body);
+            assert!(
+                p.json()["error"].as_str().is_some_and(|e| e.contains("省级管理员录入")),
+                "{}",
+                p.body
+            );
+        }
+        // The form on the page offers the city no withdraw button for it.
+        let page = city.get("/units/nx/yc/a?period=2026").await;
+        assert!(
+            !page.body.contains(&by_province),
+            "{backend}: no button for the province's entry"
+        );
+        // The reviewer's review: the city (a higher level) may withdraw it.
+        let p = city
+            .post_json(
+                "/api/v1/dashboard/units/nx/yc/a/entries/withdraw",
+                Some(&city_csrf),
+                &withdraw(&by_reviewer),
+            )
+            .await;
+        assert_eq!(p.status, 200, "{backend}: {}", p.body);
+        let p = admin
+            .post_json(
+                "/api/v1/dashboard/units/nx/yc/a/entries/withdraw",
+                Some(&admin_csrf),
+                &withdraw(&by_province),
+            )
+            .await;
+        assert_eq!(p.status, 200, "{backend}: the province withdraws its own");
+
+        // A NUL in a note: a clear 400 on both databases, nothing stored.
+        let mut bad = review("省厅");
+        bad["note"] = serde_json::json!("制度\u{0}齐全");
+        let p = admin
+            .post_json("/api/v1/dashboard/units/nx/yc/a/entries", Some(&admin_csrf), &bad)
+            .await;
+        assert_eq!(p.status, 400, "{backend}: {}", p.body);
+        assert!(
+            p.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("note") && e.contains("NUL"))
+        );
+
+        // A body over the dashboard's limit: 413 in JSON on the API; HSTS on every answer.
+        let p = admin
+            .post_json(
+                "/api/v1/dashboard/units/nx/yc/a/entries",
+                Some(&admin_csrf),
+                &serde_json::json!({"note": "x".repeat(70 * 1024)}),
+            )
+            .await;
+        assert_eq!(p.status, 413, "{backend}");
+        assert!(
+            p.json()["error"].as_str().is_some_and(|e| e.contains("KiB")),
+            "{}",
+            p.body
+        );
+        assert!(
+            p.headers
+                .get("strict-transport-security")
+                .is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("max-age="))),
+            "{backend}: HSTS"
+        );
+        let p = admin.get("/api/v1/dashboard/no-such-thing").await;
+        assert_eq!(p.status, 404);
+        assert!(
+            p.json()["error"].is_string(),
+            "{backend}: a 404 of the API is JSON: {}",
+            p.body
+        );
+
+        // A login posted from another site (login CSRF) is refused before the password.
+        let b = Browser::new(&r.url, &r.ca_pem);
+        let p = b
+            .send(
+                b.client
+                    .post(format!("{}/login", b.base))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("origin", "https://evil.example")
+                    .body(form_encode(&[("user", "admin"), ("password", PASSWORD)])),
+            )
+            .await;
+        assert_eq!(p.status, 403, "{backend}: {}", p.body);
+        assert!(session_cookie(&p).is_none());
+    }
+}
