@@ -101,7 +101,11 @@ impl Shared {
     /// Spools a report: the spool gives it its sequence number and counts.
     fn spool(&self, r: &mut Report) -> Result<(), DaemonError> {
         let pushed = self.spool.push(r)?;
-        tracing::debug!(sequence = pushed.sequence, held_in_memory = pushed.held, "report spooled");
+        tracing::debug!(
+            sequence = pushed.sequence,
+            held_in_memory = pushed.held,
+            "report spooled"
+        );
         self.spooled.notify_one();
         Ok(())
     }

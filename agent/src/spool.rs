@@ -20,11 +20,11 @@
 //!   `spool.max_mib`: when room is needed, rejected reports go first (oldest first), since
 //!   the collector will never take them and their count is already reported.
 //!
-//! Each report carries both cumulative counts as they stood when it was written, so for
-//! two consecutive reports the collector receives, the sequence gap between them equals
-//! the increase of `spool_dropped` plus that of `spool_rejected` (while reports are
-//! dropped from a full spool, a report already waiting on disk may carry a count a few
-//! drops behind: the next report catches up, the sum over an outage is exact).
+//! A report is sent with two counts: of the sequence numbers below its own, how many were
+//! dropped (`spool_dropped`) and how many rejected (`spool_rejected`). Reports are sent in
+//! order, so for any two consecutive reports the collector receives, the sequence gap
+//! between them equals the increase of `spool_dropped` plus that of `spool_rejected`.
+//! (The copy on disk holds the counts as they stood when it was written.)
 //!
 //! **The state file** (`state`) keeps the last sequence number given out, the sequence
 //! up to which every report is accounted for (on disk, delivered, rejected or dropped), the
@@ -49,7 +49,7 @@
 //! Failures are logged once per incident (the first, then at most once a minute, then the
 //! recovery), not on every retry.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -420,6 +420,10 @@ struct Inner {
     file: StateFile,
     held: VecDeque<Held>,
     held_bytes: u64,
+    /// Dropped sequence numbers that may be above a waiting report (reports held in
+    /// memory, or one next to the report in flight): a report is sent counting only the
+    /// drops below its own number.
+    dropped_above: BTreeSet<u64>,
     /// The report last read for sending, and when.
     in_flight: Option<(u64, Instant)>,
     /// Reports could not be written.
@@ -445,9 +449,24 @@ impl Inner {
         self.held.iter().position(|h| h.report.sequence == sequence)
     }
 
+    /// Sets the counts a report is written with: as they stand.
     fn stamp(&self, report: &mut Report) {
         report.spool_dropped = self.state.dropped;
         report.spool_rejected = self.state.rejected;
+    }
+
+    /// Sets the counts a report is sent with: the reports below its own sequence number
+    /// dropped and rejected. Reports are sent in order, so every number below it is settled
+    /// and these do not change when it is sent again.
+    fn stamp_for_sending(&self, report: &mut Report) {
+        let above = self.dropped_above.range(report.sequence + 1..).count() as u64;
+        report.spool_dropped = self.state.dropped.saturating_sub(above);
+        report.spool_rejected = self.state.rejected;
+    }
+
+    fn drop_counted(&mut self, sequence: u64) {
+        self.state.dropped += 1;
+        self.dropped_above.insert(sequence);
     }
 }
 
@@ -580,6 +599,17 @@ impl Spool {
         let lost = state.sequence.saturating_sub(state.accounted).saturating_sub(kept);
         state.dropped += lost;
         state.accounted = state.sequence;
+        // Numbers missing above the oldest waiting report were dropped (reports are sent
+        // in order, so none of them was delivered or rejected).
+        let waiting: BTreeSet<u64> = disk
+            .iter()
+            .map(|e| e.sequence)
+            .filter(|s| Some(*s) != file.written.intent.sequence())
+            .collect();
+        let dropped_above: BTreeSet<u64> = match waiting.first() {
+            Some(&oldest) => (oldest + 1..=state.sequence).filter(|s| !waiting.contains(s)).collect(),
+            None => BTreeSet::new(),
+        };
         if !state.same(&file.written) {
             file.write(fault, state)?;
         }
@@ -602,6 +632,7 @@ impl Spool {
                 file,
                 held: VecDeque::new(),
                 held_bytes: 0,
+                dropped_above,
                 in_flight: None,
                 write_trouble: Incident::default(),
                 state_trouble: Incident::default(),
@@ -680,23 +711,21 @@ impl Spool {
     /// Only reports whose sequence number is in the state file are listed (so one that was
     /// sent is never given out again after a crash).
     pub fn pending(&self) -> Result<Vec<Entry>, SpoolError> {
-        let i = lock(&self.inner);
+        let mut i = lock(&self.inner);
         let visible = i.file.written.sequence;
         let hidden = i.state.intent.sequence();
         let mut out: Vec<Entry> = list(&self.dir)?
             .into_iter()
             .filter(|e| e.sequence <= visible && Some(e.sequence) != hidden && i.held_index(e.sequence).is_none())
             .collect();
-        out.extend(
-            i.held
-                .iter()
-                .filter(|h| h.report.sequence <= visible)
-                .map(|h| Entry {
-                    path: self.dir.join(file_name(&h.report)),
-                    sequence: h.report.sequence,
-                    bytes: h.bytes,
-                }),
-        );
+        out.extend(i.held.iter().filter(|h| h.report.sequence <= visible).map(|h| Entry {
+            path: self.dir.join(file_name(&h.report)),
+            sequence: h.report.sequence,
+            bytes: h.bytes,
+        }));
+        // Drops below the oldest waiting report count for every report still to be sent.
+        let oldest = out.first().map_or(i.state.sequence + 1, |e| e.sequence);
+        i.dropped_above = i.dropped_above.split_off(&oldest);
         Ok(out)
     }
 
@@ -713,6 +742,7 @@ impl Spool {
         i.stamp(report);
         let bytes = serde_json::to_vec(report)?.len() as u64;
         let mut dropped = 0;
+        let mut failed = None;
         if i.held.is_empty() {
             match self.write_report(&mut i, report, now) {
                 Ok(out) => {
@@ -728,7 +758,7 @@ impl Spool {
                 Err((out, e)) => {
                     dropped = out;
                     i.stamp(report);
-                    self.write_failed(&mut i, &e, now);
+                    failed = Some(e);
                 }
             }
         }
@@ -738,6 +768,9 @@ impl Spool {
             bytes,
         });
         i.held_bytes += bytes;
+        if let Some(e) = failed {
+            self.write_failed(&mut i, &e, now);
+        }
         dropped += self.enforce_memory_bound(&mut i, now);
         let _ = self.persist(&mut i, now);
         Ok(Pushed {
@@ -781,17 +814,25 @@ impl Spool {
         }
     }
 
-    /// Reads a waiting report (from disk, or serialised from memory with the counts as they
-    /// stand) and marks it in flight, so that it is not dropped while it is being sent.
+    /// Reads a waiting report for sending (from disk, or from memory) with the counts of
+    /// the reports below it dropped and rejected, and marks it in flight, so that it is not
+    /// dropped while it is being sent.
     pub fn read(&self, e: &Entry) -> Result<Vec<u8>, SpoolError> {
         let mut i = lock(&self.inner);
         i.in_flight = Some((e.sequence, Instant::now()));
-        if let Some(at) = i.held_index(e.sequence) {
-            let mut r = i.held[at].report.clone();
-            i.stamp(&mut r);
-            return Ok(serde_json::to_vec(&r)?);
-        }
-        fs::read(&e.path).map_err(io(&e.path))
+        let mut r = match i.held_index(e.sequence) {
+            Some(at) => i.held[at].report.clone(),
+            None => {
+                let bytes = fs::read(&e.path).map_err(io(&e.path))?;
+                match serde_json::from_slice::<Report>(&bytes) {
+                    Ok(r) => r,
+                    // Not ours to mend: the collector will say what is wrong with it.
+                    Err(_) => return Ok(bytes),
+                }
+            }
+        };
+        i.stamp_for_sending(&mut r);
+        Ok(serde_json::to_vec(&r)?)
     }
 
     /// Removes an acknowledged report.
@@ -959,7 +1000,9 @@ impl Spool {
             total -= e.bytes;
             dropped += 1;
         }
-        if (dropped > 0 || freed_rejected > 0) && let Some(first) = i.overflow.fail(now) {
+        if (dropped > 0 || freed_rejected > 0)
+            && let Some(first) = i.overflow.fail(now)
+        {
             tracing::warn!(
                 dropped,
                 rejected_removed = freed_rejected,
@@ -988,6 +1031,7 @@ impl Spool {
                 i.state = before;
                 return Err(err);
             }
+            i.dropped_above.insert(e.sequence);
         }
         self.remove_file(&e.path)?;
         let _ = sync_dir(self.fault.as_ref(), &self.dir);
@@ -1004,11 +1048,13 @@ impl Spool {
             let at = usize::from(i.in_flight(front, now));
             if let Some(h) = i.held.remove(at) {
                 i.held_bytes -= h.bytes;
-                i.state.dropped += 1;
+                i.drop_counted(h.report.sequence);
                 dropped += 1;
             }
         }
-        if dropped > 0 && let Some(first) = i.overflow.fail(now) {
+        if dropped > 0
+            && let Some(first) = i.overflow.fail(now)
+        {
             tracing::warn!(
                 dropped,
                 dropped_total = i.state.dropped,
@@ -1266,7 +1312,11 @@ mod tests {
         bytes[newest * SLOT + 20] ^= 0xff;
         fs::write(&path, &bytes).expect("tear");
         let s = Spool::open(&dir, Options::new(1 << 20)).expect("reopen");
-        assert_eq!(s.counts().sequence, 2, "the older slot, with the report on disk, gives 2");
+        assert_eq!(
+            s.counts().sequence,
+            2,
+            "the older slot, with the report on disk, gives 2"
+        );
         drop(s);
         let mut bytes = fs::read(&path).expect("state");
         bytes[20] ^= 0xff;

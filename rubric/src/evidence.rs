@@ -55,8 +55,8 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub spool_dropped: u64,
     /// Reports of this agent the collector refused for good (a 4xx other than 401/403/408/429)
-    /// in all; they are kept aside in the agent's `spool/rejected/`. Cumulative like
-    /// `spool_dropped`: with it, a gap in `sequence` is fully accounted for.
+    /// before this one; the agent keeps them aside in `spool/rejected/`. Cumulative like
+    /// `spool_dropped`: between two reports, the gap in `sequence` is the increase of the two.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub spool_rejected: u64,
     /// Set only in the collector's daily roll-ups: how many reports this digest merges.
