@@ -674,7 +674,7 @@ impl Config {
             }
         };
         let spool_memory_bytes = match &raw.spool.memory_kib {
-            None => 4096 << 10,
+            None => crate::spool::DEFAULT_MEMORY_BYTES,
             Some(v) if (1..=1_048_576).contains(v.get_ref()) => v.get_ref() << 10,
             Some(v) => {
                 return Err(ctx.err(
@@ -851,7 +851,7 @@ mod tests {
         assert_eq!(c.schedule.probe_interval, Duration::from_secs(30));
         assert_eq!(c.down_after_misses, 3);
         assert_eq!(c.spool_max_bytes, 256 << 20);
-        assert_eq!(c.spool_memory_bytes, 4 << 20);
+        assert_eq!(c.spool_memory_bytes, 1 << 20);
     }
 
     #[test]

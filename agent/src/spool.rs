@@ -1,13 +1,14 @@
 //! The spool: where a report waits until the collector has acknowledged it, and the
 //! agent's count of every report it could not deliver. It loses nothing silently: every
-//! sequence number the agent gives out ends up in exactly one of these places, and the
-//! collector can tell which from the reports it receives.
+//! sequence number the agent gives out is delivered or in exactly one of these states, and
+//! the collector can tell which from the reports it receives.
 //!
 //! - **On disk** (`SEQUENCE-REPORTID.json`, sequence zero-padded so the order on disk is the
 //!   order of making): written to a temporary file, fsynced, renamed, directory fsynced.
 //!   A report leaves the spool only when the collector acknowledged it.
 //! - **Held in memory** while the spool cannot be written (a full disk, EIO, a read-only
-//!   file system: any I/O error), up to `spool.memory_kib` (4 MiB by default) of reports.
+//!   file system: any I/O error), up to `spool.memory_kib` (1 MiB by default) of reports,
+//!   kept serialised (so the bound is what they cost: the agent stays under its 10 MiB).
 //!   They are written to disk, oldest first and before any newer report, on the next report
 //!   and every few seconds (`Spool::retry`), and may be delivered straight from memory
 //!   meanwhile (a full disk with a working collector then loses nothing). Past the bound the
@@ -65,7 +66,7 @@ pub const REJECTED_DIR: &str = "rejected";
 /// The count of dropped reports before the state file existed (migrated on first open).
 const LEGACY_DROPPED_FILE: &str = "dropped.count";
 /// Reports held in memory while the spool cannot be written, by default.
-pub const DEFAULT_MEMORY_BYTES: u64 = 4 << 20;
+pub const DEFAULT_MEMORY_BYTES: u64 = 1 << 20;
 
 const SLOT: usize = 4096;
 const MAGIC: &[u8; 8] = b"KHSPOOL1";
@@ -406,11 +407,33 @@ impl Incident {
     }
 }
 
-/// A report held in memory, with its size as last serialised.
+/// A report held in memory, serialised (so the memory bound is what it costs).
 #[derive(Debug)]
 struct Held {
-    report: Report,
-    bytes: u64,
+    sequence: u64,
+    /// Its file name in the spool.
+    name: String,
+    body: Vec<u8>,
+}
+
+impl Held {
+    fn new(report: &Report) -> Result<Held, serde_json::Error> {
+        let mut body = serde_json::to_vec(report)?;
+        body.shrink_to_fit();
+        Ok(Held {
+            sequence: report.sequence,
+            name: file_name(report),
+            body,
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        self.body.len() as u64
+    }
+
+    fn report(&self) -> Result<Report, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
 }
 
 #[derive(Debug)]
@@ -446,7 +469,7 @@ impl Inner {
     }
 
     fn held_index(&self, sequence: u64) -> Option<usize> {
-        self.held.iter().position(|h| h.report.sequence == sequence)
+        self.held.iter().position(|h| h.sequence == sequence)
     }
 
     /// Sets the counts a report is written with: as they stand.
@@ -718,10 +741,10 @@ impl Spool {
             .into_iter()
             .filter(|e| e.sequence <= visible && Some(e.sequence) != hidden && i.held_index(e.sequence).is_none())
             .collect();
-        out.extend(i.held.iter().filter(|h| h.report.sequence <= visible).map(|h| Entry {
-            path: self.dir.join(file_name(&h.report)),
-            sequence: h.report.sequence,
-            bytes: h.bytes,
+        out.extend(i.held.iter().filter(|h| h.sequence <= visible).map(|h| Entry {
+            path: self.dir.join(&h.name),
+            sequence: h.sequence,
+            bytes: h.bytes(),
         }));
         // Drops below the oldest waiting report count for every report still to be sent.
         let oldest = out.first().map_or(i.state.sequence + 1, |e| e.sequence);
@@ -740,7 +763,7 @@ impl Spool {
         let sequence = i.state.sequence + 1;
         report.sequence = sequence;
         i.stamp(report);
-        let bytes = serde_json::to_vec(report)?.len() as u64;
+        let mut held = Held::new(report)?;
         let mut dropped = 0;
         let mut failed = None;
         if i.held.is_empty() {
@@ -758,16 +781,14 @@ impl Spool {
                 Err((out, e)) => {
                     dropped = out;
                     i.stamp(report);
+                    held = Held::new(report)?;
                     failed = Some(e);
                 }
             }
         }
         i.state.sequence = sequence;
-        i.held.push_back(Held {
-            report: report.clone(),
-            bytes,
-        });
-        i.held_bytes += bytes;
+        i.held_bytes += held.bytes();
+        i.held.push_back(held);
         if let Some(e) = failed {
             self.write_failed(&mut i, &e, now);
         }
@@ -821,7 +842,7 @@ impl Spool {
         let mut i = lock(&self.inner);
         i.in_flight = Some((e.sequence, Instant::now()));
         let mut r = match i.held_index(e.sequence) {
-            Some(at) => i.held[at].report.clone(),
+            Some(at) => i.held[at].report()?,
             None => {
                 let bytes = fs::read(&e.path).map_err(io(&e.path))?;
                 match serde_json::from_slice::<Report>(&bytes) {
@@ -844,7 +865,7 @@ impl Spool {
         }
         if let Some(at) = i.held_index(e.sequence) {
             if let Some(h) = i.held.remove(at) {
-                i.held_bytes -= h.bytes;
+                i.held_bytes -= h.bytes();
                 i.delivered_from_memory += 1;
             }
             // Delivered: the state file says so as soon as it can.
@@ -869,12 +890,13 @@ impl Spool {
                     source: std::io::ErrorKind::NotFound.into(),
                 });
             };
-            i.held_bytes -= h.bytes;
+            i.held_bytes -= h.bytes();
             i.state.rejected += 1;
             let _ = self.persist(&mut i, now);
-            let mut r = h.report;
-            i.stamp(&mut r);
-            let path = self.keep_rejected(&r);
+            let path = h.report().ok().and_then(|mut r| {
+                i.stamp(&mut r);
+                self.keep_rejected(&r)
+            });
             return Ok(Rejected {
                 path,
                 total: i.state.rejected,
@@ -933,11 +955,22 @@ impl Spool {
     fn write_held(&self, i: &mut Inner, now: Instant) -> usize {
         let mut n = 0;
         while let Some(h) = i.held.front() {
-            let mut r = h.report.clone();
+            let Ok(mut r) = h.report() else {
+                // Cannot happen (it was serialised here); were it so, it must not block the rest.
+                if let Some(h) = i.held.pop_front() {
+                    i.held_bytes -= h.bytes();
+                    i.drop_counted(h.sequence);
+                    tracing::error!(
+                        sequence = h.sequence,
+                        "a report held in memory cannot be read back; dropped"
+                    );
+                }
+                continue;
+            };
             match self.write_report(i, &mut r, now) {
                 Ok(_) => {
                     if let Some(h) = i.held.pop_front() {
-                        i.held_bytes -= h.bytes;
+                        i.held_bytes -= h.bytes();
                     }
                     n += 1;
                 }
@@ -1044,11 +1077,11 @@ impl Spool {
     fn enforce_memory_bound(&self, i: &mut Inner, now: Instant) -> u64 {
         let mut dropped = 0;
         while i.held_bytes > self.memory_bytes && i.held.len() > 1 {
-            let front = i.held.front().map_or(0, |h| h.report.sequence);
+            let front = i.held.front().map_or(0, |h| h.sequence);
             let at = usize::from(i.in_flight(front, now));
             if let Some(h) = i.held.remove(at) {
-                i.held_bytes -= h.bytes;
-                i.drop_counted(h.report.sequence);
+                i.held_bytes -= h.bytes();
+                i.drop_counted(h.sequence);
                 dropped += 1;
             }
         }
@@ -1075,7 +1108,7 @@ impl Spool {
     /// Writes the state as it stands (with `accounted` up to the oldest held report).
     fn persist(&self, i: &mut Inner, now: Instant) -> Result<(), SpoolError> {
         i.state.accounted = match i.held.front() {
-            Some(h) => h.report.sequence - 1,
+            Some(h) => h.sequence - 1,
             None => i.state.sequence,
         };
         if i.state.same(&i.file.written) {

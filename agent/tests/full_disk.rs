@@ -50,6 +50,26 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The agent, killed if the test fails before stopping it (so the tmpfs can go).
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    fn stop(mut self) {
+        if let Some(agent) = self.0.take() {
+            stop_agent(agent);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.0.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -114,7 +134,7 @@ async fn on_a_full_disk_the_agent_counts_every_report_it_loses_and_the_collector
     let log = dir.join("agent.log");
     let rx: Shared = Arc::default();
     let handle = start_collector(addr, &pki, rx.clone()).await;
-    let agent = start_agent_logging(&config, &log);
+    let agent = Running(Some(start_agent_logging(&config, &log)));
     wait_for(Duration::from_secs(30), "3 reports delivered", || {
         rx.lock().expect("lock").stored.len() >= 3
     })
@@ -144,7 +164,7 @@ async fn on_a_full_disk_the_agent_counts_every_report_it_loses_and_the_collector
         first_after.is_some_and(|s| r.sequences.iter().filter(|x| **x > s).count() >= 2)
     })
     .await;
-    stop_agent(agent);
+    agent.stop();
     handle.shutdown();
     drop(tmpfs);
 
