@@ -44,8 +44,11 @@
 //! are kept in memory and the counts written as soon as the file is writable again.
 //!
 //! A report leaves the agent only once its sequence number is in the state file, so a
-//! restart never reuses one. An agent upgraded in place takes over the old `sequence` and
-//! `dropped.count` files on the first open.
+//! restart never reuses one. The state file is made on the first open; if even that fails
+//! (a disk already full), the agent does not start (exit 74) and numbers nothing. An agent
+//! upgraded in place takes over the old `sequence` and `dropped.count` files then, and
+//! counts as dropped the numbers the old agent gave out above its oldest waiting report
+//! but never spooled.
 //!
 //! Failures are logged once per incident (the first, then at most once a minute, then the
 //! recovery), not on every retry.
@@ -407,6 +410,52 @@ impl Incident {
     }
 }
 
+/// Sequence numbers as inclusive ranges (a gap of a million numbers is one entry).
+#[derive(Debug, Default)]
+struct Ranges(std::collections::BTreeMap<u64, u64>);
+
+impl Ranges {
+    fn insert(&mut self, s: u64) {
+        self.insert_range(s, s);
+    }
+
+    /// Adds `from..=to` (which must not overlap what is there; drops never do).
+    fn insert_range(&mut self, from: u64, to: u64) {
+        if from > to {
+            return;
+        }
+        // Joined to a range ending just below, if any.
+        match self.0.range(..from).next_back() {
+            Some((&start, &end)) if end.checked_add(1) == Some(from) => {
+                self.0.insert(start, to);
+            }
+            _ => {
+                self.0.insert(from, to);
+            }
+        }
+    }
+
+    /// How many numbers above `s`.
+    fn count_above(&self, s: u64) -> u64 {
+        self.0
+            .iter()
+            .rev()
+            .take_while(|(_, end)| **end > s)
+            .map(|(start, end)| end - (*start).max(s + 1) + 1)
+            .sum()
+    }
+
+    /// Forgets the numbers below `s`.
+    fn forget_below(&mut self, s: u64) {
+        let above = self.0.split_off(&s);
+        let straddling = self.0.last_key_value().map(|(_, end)| *end).filter(|end| *end >= s);
+        self.0 = above;
+        if let Some(end) = straddling {
+            self.0.insert(s, end);
+        }
+    }
+}
+
 /// A report held in memory, serialised (so the memory bound is what it costs).
 #[derive(Debug)]
 struct Held {
@@ -446,7 +495,7 @@ struct Inner {
     /// Dropped sequence numbers that may be above a waiting report (reports held in
     /// memory, or one next to the report in flight): a report is sent counting only the
     /// drops below its own number.
-    dropped_above: BTreeSet<u64>,
+    dropped_above: Ranges,
     /// The report last read for sending, and when.
     in_flight: Option<(u64, Instant)>,
     /// Reports could not be written.
@@ -482,7 +531,7 @@ impl Inner {
     /// dropped and rejected. Reports are sent in order, so every number below it is settled
     /// and these do not change when it is sent again.
     fn stamp_for_sending(&self, report: &mut Report) {
-        let above = self.dropped_above.range(report.sequence + 1..).count() as u64;
+        let above = self.dropped_above.count_above(report.sequence);
         report.spool_dropped = self.state.dropped.saturating_sub(above);
         report.spool_rejected = self.state.rejected;
     }
@@ -574,12 +623,14 @@ impl Spool {
         let rejected_dir = dir.join(REJECTED_DIR);
         remove_temporaries(dir);
         remove_temporaries(&rejected_dir);
+        // Made now, while there is room, so that moving a report there later needs none.
+        let _ = fs::create_dir_all(&rejected_dir);
         let disk = list(dir)?;
         let on_disk_max = disk.last().map_or(0, |e| e.sequence);
         let path = dir.join(STATE_FILE);
         let mut file = match StateFile::load(&path)? {
             Some(f) => f,
-            None => Self::migrate(fault, dir, &path, on_disk_max, options.legacy_sequence.as_deref())?,
+            None => Self::migrate(fault, dir, &path, &disk, options.legacy_sequence.as_deref())?,
         };
         let mut state = file.written;
         state.sequence = state.sequence.max(on_disk_max);
@@ -629,10 +680,13 @@ impl Spool {
             .map(|e| e.sequence)
             .filter(|s| Some(*s) != file.written.intent.sequence())
             .collect();
-        let dropped_above: BTreeSet<u64> = match waiting.first() {
-            Some(&oldest) => (oldest + 1..=state.sequence).filter(|s| !waiting.contains(s)).collect(),
-            None => BTreeSet::new(),
-        };
+        let mut dropped_above = Ranges::default();
+        for (a, b) in waiting
+            .iter()
+            .zip(waiting.iter().skip(1).chain([&state.sequence.saturating_add(1)]))
+        {
+            dropped_above.insert_range(a.saturating_add(1), b.saturating_sub(1));
+        }
         if !state.same(&file.written) {
             file.write(fault, state)?;
         }
@@ -641,7 +695,7 @@ impl Spool {
                 lost,
                 dropped_total = state.dropped,
                 spool = %dir.display(),
-                "reports held in memory when the agent last stopped are counted as dropped"
+                "sequence numbers given out but never spooled (reports held in memory when the agent stopped) are counted as dropped"
             );
         }
         Ok(Spool {
@@ -668,23 +722,25 @@ impl Spool {
     }
 
     /// Makes the state file from an older agent's `sequence` and `dropped.count` files (then
-    /// removes them) or, for a new spool, from nothing.
+    /// removes them) or, for a new spool, from nothing. Numbers the older agent gave out
+    /// above its oldest waiting report but never spooled (it lost them silently) are left
+    /// unaccounted for, so that opening counts them as dropped.
     fn migrate(
         fault: Option<&FaultHook>,
         dir: &Path,
         path: &Path,
-        on_disk_max: u64,
+        disk: &[Entry],
         legacy_sequence: Option<&Path>,
     ) -> Result<StateFile, SpoolError> {
         let read_u64 = |p: &Path| -> Option<u64> { fs::read_to_string(p).ok()?.trim().parse().ok() };
         let dropped_file = dir.join(LEGACY_DROPPED_FILE);
         let old_sequence = legacy_sequence.and_then(read_u64);
         let old_dropped = read_u64(&dropped_file);
-        let sequence = old_sequence.unwrap_or(0).max(on_disk_max);
+        let sequence = old_sequence.unwrap_or(0).max(disk.last().map_or(0, |e| e.sequence));
         let state = State {
             generation: 0,
             sequence,
-            accounted: sequence,
+            accounted: disk.first().map_or(sequence, |e| e.sequence),
             dropped: old_dropped.unwrap_or(0),
             rejected: 0,
             intent: Intent::None,
@@ -748,7 +804,7 @@ impl Spool {
         }));
         // Drops below the oldest waiting report count for every report still to be sent.
         let oldest = out.first().map_or(i.state.sequence + 1, |e| e.sequence);
-        i.dropped_above = i.dropped_above.split_off(&oldest);
+        i.dropped_above.forget_below(oldest);
         Ok(out)
     }
 
@@ -1308,24 +1364,44 @@ mod tests {
     }
 
     #[test]
-    fn an_agent_upgraded_in_place_goes_on_from_its_old_sequence_and_drop_count() {
+    fn an_agent_upgraded_in_place_goes_on_from_its_old_sequence_and_counts_what_it_lost() {
         let dir = tmpdir("migrate");
         let spool = dir.join("spool");
         fs::create_dir_all(&spool).expect("dir");
-        fs::write(dir.join("sequence"), "41").expect("old sequence");
+        // The older agent: reports 40 and 42 waiting, 41 and 43 given out but lost (F6).
+        for seq in [40, 42] {
+            let mut r = report();
+            r.sequence = seq;
+            fs::write(spool.join(file_name(&r)), serde_json::to_vec(&r).expect("json")).expect("old report");
+        }
+        fs::write(dir.join("sequence"), "43").expect("old sequence");
         fs::write(spool.join("dropped.count"), "7").expect("old count");
         let options = Options {
             legacy_sequence: Some(dir.join("sequence")),
             ..Options::new(1 << 20)
         };
         let s = Spool::open(&spool, options.clone()).expect("open");
+        assert_eq!(s.dropped(), 9, "7 dropped before, 41 and 43 lost");
         let mut r = report();
-        assert_eq!(s.push(&mut r).expect("push").sequence, 42);
-        assert_eq!(r.spool_dropped, 7);
+        assert_eq!(s.push(&mut r).expect("push").sequence, 44);
         assert!(!dir.join("sequence").exists() && !spool.join("dropped.count").exists());
+        let sent: Vec<(u64, u64)> = s
+            .pending()
+            .expect("pending")
+            .iter()
+            .map(|e| {
+                let r: Report = serde_json::from_slice(&s.read(e).expect("read")).expect("json");
+                (r.sequence, r.spool_dropped)
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![(40, 7), (42, 8), (44, 9)],
+            "each gap is counted by the report after it"
+        );
         drop(s);
         let s = Spool::open(&spool, options).expect("reopen");
-        assert_eq!((s.counts().sequence, s.dropped()), (42, 7));
+        assert_eq!((s.counts().sequence, s.dropped()), (44, 9));
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -1357,6 +1433,36 @@ mod tests {
         fs::write(&path, &bytes).expect("tear both");
         let e = Spool::open(&dir, Options::new(1 << 20)).expect_err("corrupt");
         assert!(e.to_string().contains("corrupt"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dropped_numbers_above_a_report_are_counted_by_ranges() {
+        let mut r = Ranges::default();
+        r.insert_range(5, 1_000_004);
+        r.insert(1_000_005);
+        r.insert(2_000_000);
+        assert_eq!(r.0.len(), 2, "adjacent numbers join a range");
+        assert_eq!(r.count_above(0), 1_000_002);
+        assert_eq!(r.count_above(4), 1_000_002);
+        assert_eq!(r.count_above(5), 1_000_001);
+        assert_eq!(r.count_above(1_000_005), 1);
+        assert_eq!(r.count_above(2_000_000), 0);
+        r.forget_below(500_000);
+        assert_eq!(r.count_above(0), 500_007);
+        r.forget_below(1_500_000);
+        assert_eq!((r.count_above(0), r.0.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_stray_file_with_a_huge_sequence_number_does_not_hang_the_opening() {
+        let dir = tmpdir("stray");
+        let s = Spool::open(&dir, Options::new(1 << 20)).expect("open");
+        s.push(&mut report()).expect("push");
+        drop(s);
+        fs::write(dir.join("00000100000000000000-stray.json"), b"{}").expect("stray");
+        let s = Spool::open(&dir, Options::new(1 << 20)).expect("reopen");
+        assert_eq!(s.counts().sequence, 100_000_000_000_000);
         let _ = fs::remove_dir_all(&dir);
     }
 
