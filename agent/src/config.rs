@@ -128,6 +128,8 @@ pub struct Config {
     pub inventory_max_pps: u32,
     pub services: Vec<Service>,
     pub spool_max_bytes: u64,
+    /// Reports held in memory while the spool cannot be written (e.g. a full disk), in bytes.
+    pub spool_memory_bytes: u64,
     /// Time zone of `schedule.daily_check_at` and of calendar days (the unit's).
     pub timezone: chrono_tz::Tz,
     /// Agentless leak detection (`[leak]`); off unless configured.
@@ -326,6 +328,7 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawSpool {
     max_mib: Option<Spanned<u64>>,
+    memory_kib: Option<Spanned<u64>>,
 }
 
 /// Checks `[leak]`. Addresses come from the config only; nothing is probed by default.
@@ -708,6 +711,17 @@ impl Config {
                 ));
             }
         };
+        let spool_memory_bytes = match &raw.spool.memory_kib {
+            None => crate::spool::DEFAULT_MEMORY_BYTES,
+            Some(v) if (1..=1_048_576).contains(v.get_ref()) => v.get_ref() << 10,
+            Some(v) => {
+                return Err(ctx.err(
+                    v.span(),
+                    "spool.memory_kib",
+                    "应在 1 到 1048576 (1 GiB) 之间 (must be 1..=1048576)",
+                ));
+            }
+        };
 
         let timezone = match &raw.timezone {
             None => chrono_tz::Asia::Shanghai,
@@ -777,6 +791,7 @@ impl Config {
             inventory_max_pps,
             services,
             spool_max_bytes,
+            spool_memory_bytes,
         })
     }
 }
@@ -874,6 +889,7 @@ mod tests {
         assert_eq!(c.schedule.probe_interval, Duration::from_secs(30));
         assert_eq!(c.down_after_misses, 3);
         assert_eq!(c.spool_max_bytes, 256 << 20);
+        assert_eq!(c.spool_memory_bytes, 1 << 20);
     }
 
     #[test]

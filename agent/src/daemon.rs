@@ -1,10 +1,12 @@
 //! The daemon (`kaohe-agent run`): every check on its own schedule, reports batched every
 //! `report_interval` into the spool, and an uploader that drains the spool to the
-//! collector. One shutdown signal stops every task; the batch under way is spooled first.
+//! collector. The spool numbers the reports; while it cannot be written it holds them in
+//! memory, and a task retries writing them every few seconds. One shutdown signal stops
+//! every task; the batch under way is spooled first.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +21,16 @@ use crate::config::Config;
 use crate::cycle::{self, UNENROLLED};
 use crate::delivery::{self, Backoff};
 use crate::reachability::{OutageTracker, Prober};
-use crate::spool::{Spool, write_durably};
+use crate::spool::{Options, Spool};
 use crate::{dual_homed, inventory, isolation, platform, services};
 
 /// File names in the state directory.
 pub const CREDENTIAL_FILE: &str = "credential";
 pub const CA_FILE: &str = "collector-ca.pem";
-const SEQUENCE_FILE: &str = "sequence";
+/// The report sequence of agents before the spool's state file; taken over by the spool.
+const LEGACY_SEQUENCE_FILE: &str = "sequence";
+/// While reports are held in memory, writing them to the spool is retried this often.
+const SPOOL_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -76,7 +81,6 @@ struct Shared {
     batch: Mutex<Batch>,
     memory: Mutex<Memory>,
     spool: Spool,
-    sequence: Mutex<u64>,
     spooled: Notify,
 }
 
@@ -94,14 +98,16 @@ fn status(configured: bool, ran: bool, failed: bool) -> CheckStatus {
 }
 
 impl Shared {
-    fn next_sequence(&self) -> u64 {
-        let mut seq = lock(&self.sequence);
-        *seq += 1;
-        let path = self.config.state_dir.join(SEQUENCE_FILE);
-        if let Err(e) = write_durably(&self.config.state_dir, &path, seq.to_string().as_bytes()) {
-            tracing::error!(error = %e, "cannot persist the report sequence");
-        }
-        *seq
+    /// Spools a report: the spool gives it its sequence number and counts.
+    fn spool(&self, r: &mut Report) -> Result<(), DaemonError> {
+        let pushed = self.spool.push(r)?;
+        tracing::debug!(
+            sequence = pushed.sequence,
+            held_in_memory = pushed.held,
+            "report spooled"
+        );
+        self.spooled.notify_one();
+        Ok(())
     }
 
     /// Turns the batch into a report and spools it.
@@ -113,7 +119,7 @@ impl Shared {
             uuid::Uuid::new_v4(),
             c.agent_id.as_deref().unwrap_or(UNENROLLED),
             c.unit_id.as_deref().unwrap_or(UNENROLLED),
-            self.next_sequence(),
+            0,
             Utc::now(),
             platform::host_facts(self.started_at),
         );
@@ -140,28 +146,12 @@ impl Shared {
         r.daily_checks = batch.daily;
         r.problems = batch.problems;
         r.leaks = batch.leaks;
-        self.spool.push(&mut r)?;
-        tracing::debug!(sequence = r.sequence, "report spooled");
-        self.spooled.notify_one();
-        Ok(())
+        self.spool(&mut r)
     }
 }
 
-fn read_sequence(state_dir: &Path, spool: &Spool) -> u64 {
-    let saved = std::fs::read_to_string(state_dir.join(SEQUENCE_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let spooled = spool
-        .pending()
-        .ok()
-        .and_then(|p| p.last().map(|e| e.sequence))
-        .unwrap_or(0);
-    saved.max(spooled)
-}
-
-/// What `run` and `listen` share: the enrolment filled in, the state directory, the spool
-/// and the report sequence.
+/// What `run` and `listen` share: the enrolment filled in, the state directory and the
+/// spool (which keeps the report sequence).
 fn setup(mut config: Config) -> Result<Arc<Shared>, DaemonError> {
     // What `kaohe-agent enroll` stored fills in what the config file leaves out.
     if let Some(e) = crate::enroll::Enrollment::load(&config.state_dir) {
@@ -180,8 +170,14 @@ fn setup(mut config: Config) -> Result<Arc<Shared>, DaemonError> {
             config.state_dir.display()
         ))
     })?;
-    let spool = Spool::open(&config.state_dir.join("spool"), config.spool_max_bytes)?;
-    let sequence = read_sequence(&config.state_dir, &spool);
+    let spool = Spool::open(
+        &config.state_dir.join("spool"),
+        Options {
+            memory_bytes: config.spool_memory_bytes,
+            legacy_sequence: Some(config.state_dir.join(LEGACY_SEQUENCE_FILE)),
+            ..Options::new(config.spool_max_bytes)
+        },
+    )?;
     Ok(Arc::new(Shared {
         memory: Mutex::new(Memory {
             tracker: OutageTracker::new(config.down_after_misses),
@@ -195,7 +191,6 @@ fn setup(mut config: Config) -> Result<Arc<Shared>, DaemonError> {
         started_at: Utc::now(),
         batch: Mutex::new(Batch::default()),
         spool,
-        sequence: Mutex::new(sequence),
         spooled: Notify::new(),
     }))
 }
@@ -227,6 +222,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         tasks.spawn(services_loop(shared.clone(), shutdown.clone()));
     }
     tasks.spawn(upload_loop(shared.clone(), shutdown.clone()));
+    tasks.spawn(spool_retry_loop(shared.clone(), shutdown.clone()));
 
     let mut batch_timer = tokio::time::interval(shared.config.schedule.report_interval);
     batch_timer.tick().await;
@@ -244,7 +240,21 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         }
     };
     while tasks.join_next().await.is_some() {}
+    // What could not be written by now is counted as dropped.
+    shared.spool.close();
     result
+}
+
+/// Retries writing the reports the spool holds in memory (a full disk), so they reach the
+/// disk soon after space returns, not only at the next report.
+async fn spool_retry_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(SPOOL_RETRY);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while tick(&mut timer, &mut shutdown).await {
+        if s.spool.counts().held > 0 && s.spool.retry() > 0 {
+            s.spooled.notify_one();
+        }
+    }
 }
 
 /// Waits for the next tick or shutdown; false on shutdown.
@@ -510,6 +520,7 @@ pub async fn listen(config: Config, mut shutdown: watch::Receiver<bool>) -> Resu
     drop(tx);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(upload_loop(shared.clone(), shutdown.clone()));
+    tasks.spawn(spool_retry_loop(shared.clone(), shutdown.clone()));
     let mut heard: Vec<crate::listener::Heard> = Vec::new();
     let mut timer = tokio::time::interval(shared.config.schedule.report_interval);
     timer.tick().await;
@@ -540,6 +551,7 @@ pub async fn listen(config: Config, mut shutdown: watch::Receiver<bool>) -> Resu
         heard.push(h);
     }
     spool_heard(&shared, &mut heard);
+    shared.spool.close();
     if deaf {
         return Err(DaemonError::Setup(format!(
             "泄漏监听端的所有抓包都已停止 (every capture stopped): {}",
@@ -567,15 +579,14 @@ fn spool_heard(s: &Shared, heard: &mut Vec<crate::listener::Heard>) {
             uuid::Uuid::new_v4(),
             s.config.agent_id.as_deref().unwrap_or(UNENROLLED),
             &unit,
-            s.next_sequence(),
+            0,
             Utc::now(),
             platform::host_facts(s.started_at),
         );
         r.checks.leak_detection = CheckStatus::Ran;
         r.leaks = leaks;
-        match s.spool.push(&mut r) {
-            Ok(_) => s.spooled.notify_one(),
-            Err(e) => tracing::error!(error = %e, "cannot spool the listener's report"),
+        if let Err(e) = s.spool(&mut r) {
+            tracing::error!(error = %e, "cannot spool the listener's report");
         }
     }
 }

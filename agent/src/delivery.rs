@@ -165,8 +165,12 @@ pub async fn drain(
                 sent += 1;
             }
             Sent::Refused(why) => {
-                let to = spool.reject(&e).map_err(|err| (sent, err.to_string()))?;
-                tracing::error!(report = %to.display(), reason = %why, "the collector refused a report for good; moved aside");
+                let r = spool.reject(&e).map_err(|err| (sent, err.to_string()))?;
+                let kept = r
+                    .path
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |p| p.display().to_string());
+                tracing::error!(sequence = e.sequence, report = %kept, reason = %why, rejected_total = r.total, "the collector refused a report for good; moved aside");
             }
             Sent::Retry(why) => return Err((sent, why)),
         }

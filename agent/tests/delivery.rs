@@ -1,158 +1,18 @@
-//! Delivery end to end over real HTTPS: a fake collector on loopback (a private CA, real
-//! acknowledgements, duplicate detection by report id) and the real agent daemon, which
-//! is stopped and restarted while the collector is down.
+//! Delivery end to end over real HTTPS: a fake collector on loopback (`common`: a private
+//! CA, real acknowledgements, duplicate detection by report id) and the real agent daemon,
+//! which is stopped and restarted while the collector is down, or has a report refused.
+
+mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use kaohe_rubric::evidence::Report;
-
-const CREDENTIAL: &str = "test-credential-0123456789";
-
-#[derive(Default)]
-struct Received {
-    /// The one-time enrolment secret, taken when used.
-    secret: Option<String>,
-    ca_pem: String,
-    /// Every report id in the order it arrived, duplicates included.
-    arrivals: Vec<String>,
-    stored: HashSet<String>,
-    sequences: Vec<u64>,
-}
-
-type Shared = Arc<Mutex<Received>>;
-
-async fn ingest(State(rx): State<Shared>, headers: HeaderMap, body: String) -> (StatusCode, String) {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {CREDENTIAL}")) {
-        return (StatusCode::UNAUTHORIZED, "{\"error\":\"unknown credential\"}".into());
-    }
-    let _ = &rx;
-    let report = match Report::from_json(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string())),
-    };
-    let id = report.report_id.to_string();
-    let mut r = rx.lock().expect("lock");
-    r.arrivals.push(id.clone());
-    let status = if r.stored.insert(id.clone()) {
-        r.sequences.push(report.sequence);
-        "stored"
-    } else {
-        "duplicate"
-    };
-    (
-        StatusCode::OK,
-        format!("{{\"report_id\":\"{id}\",\"status\":\"{status}\"}}"),
-    )
-}
-
-async fn enroll(State(rx): State<Shared>, body: String) -> (StatusCode, String) {
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let mut r = rx.lock().expect("lock");
-    let given = v["secret"].as_str().map(str::to_string);
-    if given.is_none() || r.secret.is_none() || given != r.secret {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "{\"error\":\"unknown, used or expired token\"}".into(),
-        );
-    }
-    r.secret = None; // one time only
-    let answer = serde_json::json!({
-        "agent_id": "agent-enrolled-1",
-        "unit_id": "lab/enrolled",
-        "credential": CREDENTIAL,
-        "ca_pem": r.ca_pem,
-    });
-    (StatusCode::OK, answer.to_string())
-}
-
-struct Pki {
-    ca_pem: String,
-    ca_fingerprint: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki() -> Pki {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Kaohe test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    let cert = params.signed_by(&key, &ca).expect("cert");
-    Pki {
-        ca_pem: ca.pem(),
-        ca_fingerprint: kaohe_agent::delivery::fingerprint(ca.der()),
-        // The chain the collector presents: its certificate, then the CA's.
-        cert_pem: format!("{}{}", cert.pem(), ca.pem()),
-        key_pem: key.serialize_pem(),
-    }
-}
-
-async fn start_collector(addr: SocketAddr, pki: &Pki, rx: Shared) -> axum_server::Handle<SocketAddr> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(pki.cert_pem.clone().into(), pki.key_pem.clone().into())
-        .await
-        .expect("tls config");
-    let app = Router::new()
-        .route("/api/v1/reports", post(ingest))
-        .route("/api/v1/enroll", post(enroll))
-        .with_state(rx);
-    let handle = axum_server::Handle::new();
-    let server = axum_server::bind_rustls(addr, tls).handle(handle.clone());
-    tokio::spawn(async move {
-        let _ = server.serve(app.into_make_service()).await;
-    });
-    assert!(handle.listening().await.is_some(), "collector listens");
-    handle
-}
-
-fn spooled(state: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(state.join("spool"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn start_agent(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kaohe-agent"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("KAOHE_LOG", "kaohe_agent=info")
-        .spawn()
-        .expect("agent starts")
-}
-
-fn stop_agent(mut agent: Child) {
-    // SIGTERM: the agent spools its batch under way and exits cleanly.
-    let _ = Command::new("kill").arg("-TERM").arg(agent.id().to_string()).status();
-    let status = agent.wait().expect("agent exits");
-    assert!(status.success(), "clean shutdown on SIGTERM: {status}");
-}
-
-async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::{
+    Mode, Received, Shared, agent_config, assert_gaps_accounted, enrol_files, free_port, pki, spooled, start_agent,
+    start_collector, stop_agent, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_made_while_the_collector_is_down_all_arrive_once_across_an_agent_restart() {
@@ -161,24 +21,10 @@ async fn reports_made_while_the_collector_is_down_all_arrive_once_across_an_agen
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("state dir");
     let pki = pki();
-    std::fs::write(state.join("credential"), CREDENTIAL).expect("credential");
-    std::fs::write(state.join("collector-ca.pem"), &pki.ca_pem).expect("ca");
+    enrol_files(&state, &pki);
     // A free loopback port for the collector, closed while it is "down".
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr");
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "unit_id = \"lab/delivery\"\nagent_id = \"agent-1\"\nstate_dir = {:?}\n\n[collector]\nurl = \"https://{addr}\"\n\n\
-             [schedule]\nprobe_interval_secs = 1\nreport_interval_secs = 1\n\n[reachability]\ntimeout_ms = 200\n\n\
-             [[reachability.targets]]\nname = \"collector\"\naddress = \"{addr}\"\nkind = \"tcp\"\n",
-            state.display().to_string()
-        ),
-    )
-    .expect("config");
+    let addr = free_port();
+    let config = agent_config(&dir, &state, addr, "");
 
     // Collector down: the agent spools, is restarted, and spools more.
     let agent = start_agent(&config);
@@ -231,10 +77,7 @@ async fn enrolling_with_a_one_time_token_pins_the_ca_and_reports_then_flow() {
     let _ = std::fs::remove_dir_all(&dir);
     let state = dir.join("state");
     let pki = pki();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr");
+    let addr = free_port();
     let rx: Shared = Arc::new(Mutex::new(Received {
         secret: Some("one-time-secret".into()),
         ca_pem: pki.ca_pem.clone(),
@@ -312,6 +155,61 @@ async fn enrolling_with_a_one_time_token_pins_the_ca_and_reports_then_flow() {
     .await;
     stop_agent(agent);
     handle.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_refused_for_good_is_counted_in_the_next_one_and_an_upgraded_agent_keeps_its_sequence() {
+    let dir = std::env::temp_dir().join(format!("kaohe-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let pki = pki();
+    enrol_files(&state, &pki);
+    // What an agent before the spool's state file left: its sequence file.
+    std::fs::write(state.join("sequence"), "41").expect("old sequence");
+    let addr = free_port();
+    let config = agent_config(&dir, &state, addr, "");
+    let rx: Shared = Arc::new(Mutex::new(Received {
+        mode: Mode::Refuse(vec![43]),
+        ..Received::default()
+    }));
+    let handle = start_collector(addr, &pki, rx.clone()).await;
+    let agent = start_agent(&config);
+    wait_for(Duration::from_secs(30), "reports up to sequence 45", || {
+        rx.lock().expect("lock").sequences.iter().any(|s| *s >= 45)
+    })
+    .await;
+    stop_agent(agent);
+    handle.shutdown();
+    let r = rx.lock().expect("lock");
+    let mut seqs = r.sequences.clone();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs.first(),
+        Some(&42),
+        "the upgraded agent goes on from its old sequence 41"
+    );
+    assert!(!seqs.contains(&43), "43 was refused");
+    let after = r.reports.iter().find(|x| x.sequence == 44).expect("report 44 arrived");
+    assert_eq!(
+        (after.spool_rejected, after.spool_dropped),
+        (1, 0),
+        "44 says one was refused"
+    );
+    assert_eq!(
+        assert_gaps_accounted(&r.reports),
+        1,
+        "the one gap is the refused report"
+    );
+    let rejected: Vec<String> = std::fs::read_dir(state.join("spool/rejected"))
+        .expect("rejected/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].starts_with("00000000000000000043-"), "{rejected:?}");
+    assert!(!state.join("sequence").exists(), "the old sequence file is taken over");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

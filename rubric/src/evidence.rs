@@ -54,6 +54,11 @@ pub struct Report {
     /// report cannot hide a drop.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub spool_dropped: u64,
+    /// Reports of this agent the collector refused for good (a 4xx other than 401/403/408/429)
+    /// before this one; the agent keeps them aside in `spool/rejected/`. Cumulative like
+    /// `spool_dropped`: between two reports, the gap in `sequence` is the increase of the two.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spool_rejected: u64,
     /// Set only in the collector's daily roll-ups: how many reports this digest merges.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rollup_of: u64,
@@ -566,6 +571,7 @@ impl Report {
             leaks: Vec::new(),
             problems: Vec::new(),
             spool_dropped: 0,
+            spool_rejected: 0,
             rollup_of: 0,
         }
     }
