@@ -597,10 +597,26 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                             } else {
                                 "有效 active"
                             };
+                            let d = store
+                                .delivery(&a.id)
+                                .await
+                                .map_err(|e| InputError::Server(e.to_string()))?;
+                            let range = match (d.first, d.last) {
+                                (Some(f), Some(l)) => format!("{f}..{l}"),
+                                _ => "-".into(),
+                            };
                             let _ = writeln!(
                                 out,
-                                "{}\t{}\t{}\t{}\t{}\t{state}",
-                                a.id, a.unit_id, a.kind, a.hostname, a.agent_version
+                                "{}\t{}\t{}\t{}\t{}\t{state}\t报告 reports {} (序号 seq {range}, 缺失 missing {})\t代理丢弃 dropped {}\t拒收 rejected {}",
+                                a.id,
+                                a.unit_id,
+                                a.kind,
+                                a.hostname,
+                                a.agent_version,
+                                d.reports,
+                                d.missing,
+                                d.dropped,
+                                d.rejected
                             );
                         }
                     }

@@ -786,4 +786,49 @@ impl Store {
             .fetch_one(&self.pool)
             .await?)
     }
+
+    /// How an agent's reports arrived: how many, their sequence range, the numbers missing
+    /// in it, and what the agent says it lost (its latest report's cumulative counts).
+    pub async fn delivery(&self, agent_id: &str) -> Result<Delivery, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(sequence) AS first, MAX(sequence) AS last FROM reports WHERE agent_id = $1",
+        )
+        .bind(agent_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        let first: Option<i64> = row.try_get("first")?;
+        let last: Option<i64> = row.try_get("last")?;
+        let latest: Option<String> =
+            sqlx::query_scalar("SELECT body FROM reports WHERE agent_id = $1 ORDER BY sequence DESC LIMIT 1")
+                .bind(agent_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let latest = latest.and_then(|b| Report::from_json(&b).ok());
+        Ok(Delivery {
+            reports: n,
+            first,
+            last,
+            missing: match (first, last) {
+                (Some(a), Some(b)) => (b - a + 1 - n).max(0),
+                _ => 0,
+            },
+            dropped: latest.as_ref().map_or(0, |r| r.spool_dropped),
+            rejected: latest.as_ref().map_or(0, |r| r.spool_rejected),
+        })
+    }
+}
+
+/// What [`Store::delivery`] tells about an agent's reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub reports: i64,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    /// Sequence numbers between the first and the last that never arrived.
+    pub missing: i64,
+    /// The agent's own count of reports it lost (spool full, disk failing) …
+    pub dropped: u64,
+    /// … and of reports the collector refused for good.
+    pub rejected: u64,
 }

@@ -393,3 +393,22 @@ async fn text_postgresql_cannot_store_is_refused_alike_and_its_database_error_is
         }
     }
 }
+
+#[tokio::test]
+async fn an_agents_lost_reports_show_as_a_gap_that_its_own_count_explains() {
+    for (backend, s) in common::stores("delivery").await {
+        enrolled(&s).await;
+        for (seq, dropped) in [(1, 0), (2, 0), (5, 2), (6, 2)] {
+            let mut r = report("nx/yc", "agent-1", seq);
+            r.spool_dropped = dropped;
+            let body = serde_json::to_string(&r).expect("json");
+            s.insert_report(&r, &body, Utc::now()).await.expect("insert");
+        }
+        let d = s.delivery("agent-1").await.expect("delivery");
+        assert_eq!(
+            (d.reports, d.first, d.last, d.missing, d.dropped, d.rejected),
+            (4, Some(1), Some(6), 2, 2, 0),
+            "{backend}"
+        );
+    }
+}

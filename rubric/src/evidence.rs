@@ -49,9 +49,10 @@ pub struct Report {
     /// Why a check `failed`, for the bureau's IT staff.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<CheckProblem>,
-    /// Reports this agent's spool has dropped in all (oldest first), because the collector
-    /// was unreachable for longer than the spool could hold. Cumulative, so that losing a
-    /// report cannot hide a drop.
+    /// Reports of this agent with a lower `sequence` that were lost before delivery: pushed
+    /// out of a full spool (oldest first), or held in memory while the disk could not be
+    /// written and lost beyond its bound or at a crash. Cumulative, so that losing a report
+    /// cannot hide a drop.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub spool_dropped: u64,
     /// Reports of this agent the collector refused for good (a 4xx other than 401/403/408/429)

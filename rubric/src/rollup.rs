@@ -129,6 +129,7 @@ fn merge_in_order(digest: &mut Report, report: &Report, tz: Tz, reach: Reach) {
     };
     digest.sequence = digest.sequence.max(report.sequence);
     digest.spool_dropped = digest.spool_dropped.max(report.spool_dropped);
+    digest.spool_rejected = digest.spool_rejected.max(report.spool_rejected);
     digest.rollup_of = digest.rollup_of.saturating_add(report.rollup_of.max(1));
     digest.probes.interval_secs = digest.probes.interval_secs.max(report.probes.interval_secs);
 
