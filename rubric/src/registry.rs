@@ -343,7 +343,7 @@ impl<'a> LineCounter<'a> {
 /// What is wrong with a row's size or characters: more columns than [`limits::MAX_COLUMNS`],
 /// a cell longer than [`limits::MAX_CELL_CHARS`], or a cell holding U+0000, the one
 /// character PostgreSQL refuses in text. Each problem names the row and the column.
-fn cell_limits(record: &csv::StringRecord, line: usize, headers: &csv::StringRecord) -> Vec<RowProblem> {
+fn cell_limits(record: &[&str], line: usize, headers: &csv::StringRecord) -> Vec<RowProblem> {
     use limits::{MAX_CELL_CHARS, MAX_COLUMNS};
     if record.len() > MAX_COLUMNS {
         return vec![RowProblem {
@@ -470,7 +470,8 @@ impl Registry {
         };
         let mut problems = Vec::new();
         // The header is the file's first row: the same limits as every other row.
-        if let Some(p) = cell_limits(&headers, 1, &headers).into_iter().next() {
+        let header_cells: Vec<&str> = headers.iter().collect();
+        if let Some(p) = cell_limits(&header_cells, 1, &headers).into_iter().next() {
             return Err(fail(vec![p]));
         }
         let mut columns: HashMap<Col, (usize, String)> = HashMap::new();
@@ -530,18 +531,20 @@ impl Registry {
                 }
             };
             let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
-            let over = cell_limits(&record, line, &headers);
-            if !over.is_empty() {
-                problems.extend(over);
-                continue;
-            }
-            if record.iter().all(|f| f.trim().is_empty()) {
-                continue;
-            }
+            // Limits apply to the text as it will be stored: the escape undone first, so
+            // an export of a cell at the limit imports again.
             let fields: Vec<&str> = record
                 .iter()
                 .map(|f| if undo_escape { safe_csv::undo_formula_escape(f) } else { f })
                 .collect();
+            let over = cell_limits(&fields, line, &headers);
+            if !over.is_empty() {
+                problems.extend(over);
+                continue;
+            }
+            if fields.iter().all(|f| f.trim().is_empty()) {
+                continue;
+            }
             let cell = |col: Col| columns.get(&col).and_then(|(i, _)| fields.get(*i).copied());
             let header = |col: Col| columns.get(&col).map(|(_, h)| h.clone());
             let mut bad = |col: Col, message: String| {
@@ -879,6 +882,12 @@ mod tests {
         assert!(e.to_string().contains(&format!("最多 {MAX_COLUMNS} 列")), "{e}");
 
         let long = format!("类型,名称,IP地址\n设备,{},10.0.0.1\n", "名".repeat(MAX_CELL_CHARS + 1));
+        let at_limit = format!("类型,名称,IP地址\n设备,={},10.0.0.1\n", "名".repeat(MAX_CELL_CHARS - 1));
+        let r = Registry::from_csv(at_limit.as_bytes(), "t.csv").expect("at the limit");
+        assert_eq!(
+            Registry::from_csv(r.to_csv().as_bytes(), "t.csv").expect("its export, escaped, at the limit too"),
+            r
+        );
         let e = Registry::from_csv(long.as_bytes(), "t.csv").expect_err("too long");
         assert_eq!((e.problems[0].line, e.problems[0].column.as_deref()), (2, Some("名称")));
         assert!(e.to_string().contains("1001 个字符, 最多 1000 个"), "{e}");

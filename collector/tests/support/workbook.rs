@@ -129,3 +129,32 @@ pub fn lie_about_size(zip: &mut [u8], name: &str, size: u32) -> usize {
     }
     patched
 }
+
+/// A first sheet of shared-string cells (indices 0 to 8 in three rows), for a test that
+/// varies the shared-string table.
+pub fn shared_string_sheet() -> String {
+    let mut rows = String::new();
+    for r in 1..=3u32 {
+        rows.push_str(&format!(r#"<row r="{r}">"#));
+        for (c, col) in ["A", "B", "C"].iter().enumerate() {
+            let index = (r as usize - 1) * 3 + c;
+            rows.push_str(&format!(r#"<c r="{col}{r}" t="s"><v>{index}</v></c>"#));
+        }
+        rows.push_str("</row>");
+    }
+    sheet(Some("A1:C3"), &rows)
+}
+
+/// A shared-string table for `shared_string_sheet` holding a registry header and two
+/// devices.
+pub fn registry_shared_strings() -> String {
+    let strings = ["类型", "名称", "IP地址", "设备", "服务器", "10.1.0.10", "设备", "=打印机", "10.1.0.30"];
+    let mut s = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="9" uniqueCount="9">"#
+    );
+    for t in strings {
+        s.push_str(&format!("<si><t>{t}</t></si>"));
+    }
+    s.push_str("</sst>");
+    s
+}
