@@ -102,7 +102,11 @@ fn at(file: &str, line: usize, message: String) -> RegistryError {
 
 /// A part's name for a message: short, and only printable characters.
 fn shown(name: &str) -> String {
-    let mut s: String = name.chars().take(80).map(|c| if c.is_control() { '?' } else { c }).collect();
+    let mut s: String = name
+        .chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     if name.chars().count() > 80 {
         s.push('…');
     }
@@ -179,7 +183,9 @@ pub fn registry_from_xlsx(bytes: &[u8], file: &str) -> Result<Registry, Registry
             return Err(at(
                 file,
                 row + 1,
-                format!("单元格 {name} 有 {chars} 个字符, 最多 {max} 个 (cell {name} has {chars} characters; at most {max})"),
+                format!(
+                    "单元格 {name} 有 {chars} 个字符, 最多 {max} 个 (cell {name} has {chars} characters; at most {max})"
+                ),
             ));
         }
         sheet.put(row, col, text).map_err(fail)?;
@@ -331,9 +337,7 @@ fn bounded_copy(bytes: &[u8]) -> Result<Vec<u8>, String> {
                 )
             } else {
                 let max = MAX_UNPACKED_BYTES;
-                format!(
-                    "各部分解压后合计超过 {max} 字节 (the parts unpack to more than {max} bytes; at most {max})"
-                )
+                format!("各部分解压后合计超过 {max} 字节 (the parts unpack to more than {max} bytes; at most {max})")
             });
         }
         drop(part);
@@ -354,9 +358,7 @@ fn scan_part(name: &str, data: &[u8], shared_strings: &mut u64) -> Result<(), St
     config.check_end_names = false;
     config.check_comments = false;
     loop {
-        let event = xml
-            .read_event()
-            .map_err(|e| damaged(format!("{}: {e}", shown(name))))?;
+        let event = xml.read_event().map_err(|e| damaged(format!("{}: {e}", shown(name))))?;
         let e = match event {
             Event::Start(e) | Event::Empty(e) => e,
             Event::Eof => return Ok(()),
@@ -467,7 +469,9 @@ mod tests {
         assert_eq!(cell_ref("XFD1048576", false), Some((1_048_576, 16_384)));
         assert_eq!(cell_ref("xfd1", false), Some((1, 16_384)));
         assert_eq!(cell_ref("7", true), Some((7, 0)));
-        for bad in ["XFE1", "A1048577", "A0", "AAAA1", "A", "1", "A1B", "A-1", "A١", "é1", ""] {
+        for bad in [
+            "XFE1", "A1048577", "A0", "AAAA1", "A", "1", "A1B", "A-1", "A١", "é1", "",
+        ] {
             assert_eq!(cell_ref(bad, false), None, "{bad}");
         }
         assert_eq!(cell_ref("4294967297", true), None);

@@ -91,7 +91,11 @@ fn mutated_workbooks_never_crash_the_import() {
     let shared = workbook::registry_shared_strings();
     let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/registry.xlsx")).expect("fixture");
     // A portal without a URL: refused, naming row 3.
-    assert!(!check_import(&workbook::workbook(sheet.as_bytes(), None, CompressionMethod::Stored)));
+    assert!(!check_import(&workbook::workbook(
+        sheet.as_bytes(),
+        None,
+        CompressionMethod::Stored
+    )));
     assert!(check_import(&workbook::workbook(
         shared_sheet.as_bytes(),
         Some(shared.as_bytes()),
@@ -118,12 +122,20 @@ fn mutated_workbooks_never_crash_the_import() {
             // The ZIP itself: a deflated workbook and a real one from Excel's kin.
             2 => {
                 let mut z = workbook::workbook(sheet.as_bytes(), None, CompressionMethod::Deflated);
-                mutate(&mut rng, &mut z, &[b"PK\x03\x04", b"PK\x01\x02", b"\xff\xff\xff\xff", b"\0\0"]);
+                mutate(
+                    &mut rng,
+                    &mut z,
+                    &[b"PK\x03\x04", b"PK\x01\x02", b"\xff\xff\xff\xff", b"\0\0"],
+                );
                 z
             }
             _ => {
                 let mut z = fixture.clone();
-                mutate(&mut rng, &mut z, &[b"PK\x03\x04", b"PK\x01\x02", b"\xff\xff\xff\xff", b"\0\0"]);
+                mutate(
+                    &mut rng,
+                    &mut z,
+                    &[b"PK\x03\x04", b"PK\x01\x02", b"\xff\xff\xff\xff", b"\0\0"],
+                );
                 z
             }
         };
@@ -157,7 +169,8 @@ const CSV_TOKENS: [&[u8]; 16] = [
 
 #[test]
 fn mutated_csv_files_never_crash_the_import() {
-    let example = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/example/registry.csv")).expect("example");
+    let example =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/example/registry.csv")).expect("example");
     let crafted = "\u{feff}类型,名称,IP地址,MAC地址,使用者,使用地点,机房,网址,备注\r\n\
                    设备,\"'=HYPERLINK(\"\"x\"\")\",10.0.0.1,,\"a,b\",\"楼\n上\",是,,\r\n\
                    门户网站,门户,,,,,,https://www.example/,注\r\n";
@@ -166,7 +179,11 @@ fn mutated_csv_files_never_crash_the_import() {
     let mut rng = Rng(42);
     let (mut accepted, mut runs) = (0u32, 0u32);
     for i in 0..20_000u32 {
-        let mut bytes = if i % 2 == 0 { example.clone() } else { crafted.as_bytes().to_vec() };
+        let mut bytes = if i % 2 == 0 {
+            example.clone()
+        } else {
+            crafted.as_bytes().to_vec()
+        };
         mutate(&mut rng, &mut bytes, &CSV_TOKENS);
         if workbook_like(&bytes) {
             continue;

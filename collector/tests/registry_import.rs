@@ -112,7 +112,13 @@ fn hostile_workbooks_are_refused_at_once_in_little_memory_naming_the_limit() {
         collector(&a)
     };
     ok(run(&["unit", "add", "u", "--name", "测试"]));
-    ok(run(&["registry", "import", "--unit", "u", "deploy/example/registry.csv"]));
+    ok(run(&[
+        "registry",
+        "import",
+        "--unit",
+        "u",
+        "deploy/example/registry.csv",
+    ]));
     let before = ok(run(&["registry", "export", "--unit", "u"]));
 
     let header = workbook::row(1, &[("A1", "类型"), ("B1", "名称"), ("C1", "IP地址")]);
@@ -135,7 +141,10 @@ fn hostile_workbooks_are_refused_at_once_in_little_memory_naming_the_limit() {
         (
             "corner.xlsx",
             workbook::workbook(corner.as_bytes(), None, CompressionMethod::Deflated),
-            vec!["工作表声明了 1048576 行, 最多 20000 行", "the sheet declares 1048576 rows; at most 20000"],
+            vec![
+                "工作表声明了 1048576 行, 最多 20000 行",
+                "the sheet declares 1048576 rows; at most 20000",
+            ],
         ),
         (
             "far.xlsx",
@@ -239,7 +248,8 @@ async fn a_nul_in_a_registry_is_refused_by_row_and_column_on_every_database() {
     // Excel writes a NUL in a cell as the escape _x0000_.
     let sheet = workbook::sheet(
         Some("A1:C3"),
-        &(workbook::registry_rows() + &workbook::row(3, &[("A3", "设备"), ("B3", "打印_x0000_机"), ("C3", "10.1.0.30")])),
+        &(workbook::registry_rows()
+            + &workbook::row(3, &[("A3", "设备"), ("B3", "打印_x0000_机"), ("C3", "10.1.0.30")])),
     );
     let xlsx = dir.join("nul.xlsx");
     std::fs::write(
@@ -256,7 +266,13 @@ async fn a_nul_in_a_registry_is_refused_by_row_and_column_on_every_database() {
             collector(&a)
         };
         ok(run(&["unit", "add", "u", "--name", "测试"]));
-        ok(run(&["registry", "import", "--unit", "u", "deploy/example/registry.csv"]));
+        ok(run(&[
+            "registry",
+            "import",
+            "--unit",
+            "u",
+            "deploy/example/registry.csv",
+        ]));
         let before = ok(run(&["registry", "export", "--unit", "u"]));
         for file in [&csv, &xlsx] {
             let out = run(&["registry", "import", "--unit", "u", file.to_str().expect("utf8")]);

@@ -83,7 +83,9 @@ impl FromStr for Period {
                 year: t.parse().map_err(|_| bad())?,
             }),
             Some((y, q)) if year_ok(y) && (q.starts_with('Q') || q.starts_with('q')) => {
-                let digits = q.get(1..).filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()));
+                let digits = q
+                    .get(1..)
+                    .filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()));
                 let quarter: u32 = digits.ok_or_else(bad)?.parse().map_err(|_| bad())?;
                 if !(1..=4).contains(&quarter) {
                     return Err(bad());
@@ -263,9 +265,18 @@ mod tests {
             Period::Year { year: i32::MIN },
             Period::Year { year: 262_143 },
             Period::Quarter { year: 2026, quarter: 0 },
-            Period::Quarter { year: 2026, quarter: u32::MAX },
-            Period::Quarter { year: 2026, quarter: 1_431_655_766 },
-            Period::Month { year: 262_143, month: 12 },
+            Period::Quarter {
+                year: 2026,
+                quarter: u32::MAX,
+            },
+            Period::Quarter {
+                year: 2026,
+                quarter: 1_431_655_766,
+            },
+            Period::Month {
+                year: 262_143,
+                month: 12,
+            },
             Period::Month { year: 2026, month: 0 },
             Period::Month { year: 2026, month: 13 },
             Period::Days {

@@ -181,7 +181,16 @@ pub mod safe_csv {
 }
 
 /// The registry CSV header, in Chinese, in the order [`Registry::to_csv`] writes.
-pub const CSV_HEADER: [&str; 8] = ["类型", "名称", "IP地址", "MAC地址", "使用者", "使用地点", "机房", "网址"];
+pub const CSV_HEADER: [&str; 8] = [
+    "类型",
+    "名称",
+    "IP地址",
+    "MAC地址",
+    "使用者",
+    "使用地点",
+    "机房",
+    "网址",
+];
 
 /// One problem in a registry file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -508,7 +517,11 @@ impl Registry {
         for (index, record) in reader.records().enumerate() {
             // The header is row 1, so this record is at least row index + 2.
             if index + 2 > MAX_ROWS {
-                let line = record.as_ref().ok().and_then(|r| r.position()).map_or(0, |p| lines.line_at(p.byte()));
+                let line = record
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.position())
+                    .map_or(0, |p| lines.line_at(p.byte()));
                 problems.push(RowProblem {
                     line,
                     column: None,
@@ -535,7 +548,13 @@ impl Registry {
             // an export of a cell at the limit imports again.
             let fields: Vec<&str> = record
                 .iter()
-                .map(|f| if undo_escape { safe_csv::undo_formula_escape(f) } else { f })
+                .map(|f| {
+                    if undo_escape {
+                        safe_csv::undo_formula_escape(f)
+                    } else {
+                        f
+                    }
+                })
                 .collect();
             let over = cell_limits(&fields, line, &headers);
             if !over.is_empty() {
@@ -853,7 +872,11 @@ mod tests {
         assert_eq!(at, vec![(3, Some("名称")), (4, Some("备注"))], "{e}");
         assert!(e.to_string().contains("U+0000"), "{e}");
         let e = Registry::from_csv("类型,名\u{0}称\n设备,A\n".as_bytes(), "t.csv").expect_err("rejected");
-        assert_eq!((e.problems[0].line, e.problems[0].column.as_deref()), (1, Some("#2")), "{e}");
+        assert_eq!(
+            (e.problems[0].line, e.problems[0].column.as_deref()),
+            (1, Some("#2")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -862,7 +885,10 @@ mod tests {
         let big = vec![b'a'; MAX_FILE_BYTES as usize + 1];
         let e = Registry::from_csv(&big, "t.csv").expect_err("too big");
         assert!(e.to_string().contains(&MAX_FILE_BYTES.to_string()), "{e}");
-        assert!(!e.to_string().contains("第 0 行"), "a whole-file problem has no line: {e}");
+        assert!(
+            !e.to_string().contains("第 0 行"),
+            "a whole-file problem has no line: {e}"
+        );
 
         let mut rows = String::from("类型,名称,IP地址\n");
         for i in 0..MAX_ROWS {
@@ -874,7 +900,13 @@ mod tests {
         assert!(e.to_string().contains("20000"), "{e}");
         // One row fewer is fine.
         let cut = rows.trim_end().rsplit_once('\n').map(|(a, _)| a).expect("rows");
-        assert_eq!(Registry::from_csv(cut.as_bytes(), "t.csv").expect("at the limit").entries.len(), MAX_ROWS - 1);
+        assert_eq!(
+            Registry::from_csv(cut.as_bytes(), "t.csv")
+                .expect("at the limit")
+                .entries
+                .len(),
+            MAX_ROWS - 1
+        );
 
         let wide = format!("类型,名称\n设备,A{}\n", ",x".repeat(MAX_COLUMNS));
         let e = Registry::from_csv(wide.as_bytes(), "t.csv").expect_err("too wide");
@@ -943,7 +975,10 @@ mod tests {
         let a = Registry::from_csv(csv.as_bytes(), "a.csv").expect("valid");
         assert_eq!(a.entries[0].name, "=HYPERLINK(\"http://evil.example/\" \"click\")");
         assert_eq!(a.entries[0].location.as_deref(), Some("楼上\n设备,伪造,10.9.9.9"));
-        assert_eq!(a.entries[1].name, "=already quoted", "an escaped cell is read unescaped");
+        assert_eq!(
+            a.entries[1].name, "=already quoted",
+            "an escaped cell is read unescaped"
+        );
         let out = a.to_csv();
         assert!(out.starts_with('\u{feff}'));
         assert!(out.contains("'=HYPERLINK("), "{out}");
@@ -954,7 +989,11 @@ mod tests {
             .from_reader(out.as_bytes())
             .records()
             .count();
-        assert_eq!(records, 1 + 3, "the line break stays in its field, no row is forged: {out}");
+        assert_eq!(
+            records,
+            1 + 3,
+            "the line break stays in its field, no row is forged: {out}"
+        );
         let mut b = Registry::from_csv(out.as_bytes(), "b.csv").expect("export parses");
         // The quoted line break moved the rows after it down by one in the source.
         for (x, y) in a.entries.iter().zip(&mut b.entries) {
@@ -969,7 +1008,11 @@ mod tests {
         let e = Registry::from_csv(csv.as_bytes(), "t.csv").expect_err("rejected");
         let lines: Vec<usize> = e.problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![4, 7], "{e}");
-        let ok = Registry::from_csv("类型,名称,IP地址\r\n设备,A,10.0.0.1\r\n设备,B,10.0.0.2".as_bytes(), "t.csv").expect("valid");
+        let ok = Registry::from_csv(
+            "类型,名称,IP地址\r\n设备,A,10.0.0.1\r\n设备,B,10.0.0.2".as_bytes(),
+            "t.csv",
+        )
+        .expect("valid");
         assert_eq!(ok.entries.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2, 3]);
     }
 

@@ -51,7 +51,11 @@ fn mutated_periods_never_panic_and_what_parses_prints_back() {
             rng.pick(&SEEDS).chars().collect()
         };
         for _ in 0..=(rng.next() % 3) {
-            let at = if s.is_empty() { 0 } else { (rng.next() % s.len() as u64) as usize };
+            let at = if s.is_empty() {
+                0
+            } else {
+                (rng.next() % s.len() as u64) as usize
+            };
             match rng.next() % 3 {
                 0 if !s.is_empty() => s[at] = rng.pick(&ALPHABET),
                 1 => s.insert(at, rng.pick(&ALPHABET)),

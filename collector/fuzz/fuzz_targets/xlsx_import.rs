@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             let sheet = workbook::shared_string_sheet();
-            import_checks::check_import(&workbook::workbook(sheet.as_bytes(), Some(rest), CompressionMethod::Stored));
+            import_checks::check_import(&workbook::workbook(
+                sheet.as_bytes(),
+                Some(rest),
+                CompressionMethod::Stored,
+            ));
         }
     }
 });

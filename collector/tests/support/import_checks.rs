@@ -29,7 +29,11 @@ fn check_accepted(registry: &Registry) {
         let texts = [Some(&e.name), e.user.as_ref(), e.location.as_ref(), e.url.as_ref()];
         for t in texts.into_iter().flatten() {
             assert!(!t.contains('\0'), "a NUL was accepted: {t:?}");
-            assert!(t.chars().count() <= limits::MAX_CELL_CHARS, "{} characters", t.chars().count());
+            assert!(
+                t.chars().count() <= limits::MAX_CELL_CHARS,
+                "{} characters",
+                t.chars().count()
+            );
         }
     }
     let exported = registry.to_csv();
@@ -42,5 +46,9 @@ fn check_accepted(registry: &Registry) {
         }
         r
     };
-    assert_eq!(strip(&again), strip(registry), "export imports back to the same entries");
+    assert_eq!(
+        strip(&again),
+        strip(registry),
+        "export imports back to the same entries"
+    );
 }

@@ -26,7 +26,9 @@ pub const SHEET_START: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone
 
 /// A sheet's XML: an optional `<dimension ref>` and the rows given as XML.
 pub fn sheet(dimension: Option<&str>, rows: &str) -> String {
-    let dim = dimension.map(|d| format!(r#"<dimension ref="{d}"/>"#)).unwrap_or_default();
+    let dim = dimension
+        .map(|d| format!(r#"<dimension ref="{d}"/>"#))
+        .unwrap_or_default();
     format!("{SHEET_START}{dim}<sheetData>{rows}</sheetData></worksheet>")
 }
 
@@ -87,8 +89,11 @@ pub fn workbook_with_huge_cell(len: u64) -> Vec<u8> {
         z.start_file(name, options).expect("zip entry");
         z.write_all(data.as_bytes()).expect("zip write");
     }
-    z.start_file("xl/worksheets/sheet1.xml", options.large_file(len > u64::from(u32::MAX) / 2))
-        .expect("zip entry");
+    z.start_file(
+        "xl/worksheets/sheet1.xml",
+        options.large_file(len > u64::from(u32::MAX) / 2),
+    )
+    .expect("zip entry");
     let head = format!(
         r#"{SHEET_START}<dimension ref="A1:C2"/><sheetData>{}<row r="2"><c r="A2" t="inlineStr"><is><t>设备</t></is></c><c r="B2" t="inlineStr"><is><t>"#,
         row(1, &[("A1", "类型"), ("B1", "名称"), ("C1", "IP地址")])
@@ -101,7 +106,8 @@ pub fn workbook_with_huge_cell(len: u64) -> Vec<u8> {
         z.write_all(&chunk[..n]).expect("zip write");
         left -= n as u64;
     }
-    z.write_all(br#"</t></is></c></row></sheetData></worksheet>"#).expect("zip write");
+    z.write_all(br#"</t></is></c></row></sheetData></worksheet>"#)
+        .expect("zip write");
     z.finish().expect("zip finish").into_inner()
 }
 
@@ -148,7 +154,17 @@ pub fn shared_string_sheet() -> String {
 /// A shared-string table for `shared_string_sheet` holding a registry header and two
 /// devices.
 pub fn registry_shared_strings() -> String {
-    let strings = ["类型", "名称", "IP地址", "设备", "服务器", "10.1.0.10", "设备", "=打印机", "10.1.0.30"];
+    let strings = [
+        "类型",
+        "名称",
+        "IP地址",
+        "设备",
+        "服务器",
+        "10.1.0.10",
+        "设备",
+        "=打印机",
+        "10.1.0.30",
+    ];
     let mut s = format!(
         r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="9" uniqueCount="9">"#
     );
