@@ -231,10 +231,10 @@ impl SheetText {
         let mut w = csv::WriterBuilder::new().flexible(true).from_writer(&mut self.csv);
         let empty: [&str; 1] = [""];
         for _ in self.lines..row {
-            w.write_record(empty).map_err(|e| damaged(e))?;
+            w.write_record(empty).map_err(damaged)?;
         }
-        w.write_record(&cells).map_err(|e| damaged(e))?;
-        w.flush().map_err(|e| damaged(e))?;
+        w.write_record(&cells).map_err(damaged)?;
+        w.flush().map_err(damaged)?;
         drop(w);
         self.lines = row + 1;
         let max = limits::MAX_FILE_BYTES;

@@ -165,8 +165,8 @@ pub fn registry_shared_strings() -> String {
         "=打印机",
         "10.1.0.30",
     ];
-    let mut s = format!(
-        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="9" uniqueCount="9">"#
+    let mut s = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="9" uniqueCount="9">"#,
     );
     for t in strings {
         s.push_str(&format!("<si><t>{t}</t></si>"));
