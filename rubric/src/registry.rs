@@ -215,6 +215,9 @@ impl fmt::Display for RowProblem {
 /// How many problems an error message lists; the rest are counted.
 const PROBLEMS_SHOWN: usize = 100;
 
+/// How many problems a file may show before the rest of it is not checked.
+const PROBLEMS_KEPT: usize = 1_000;
+
 /// A registry file that was not loaded. Lists every problem found; nothing was loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryError {
@@ -515,6 +518,17 @@ impl Registry {
         let mut seen_mac: HashMap<String, usize> = HashMap::new();
         let mut seen_ip: HashMap<IpAddr, usize> = HashMap::new();
         for (index, record) in reader.records().enumerate() {
+            // A file bad on every row stops being read, so its errors stay small.
+            if problems.len() >= PROBLEMS_KEPT {
+                problems.push(RowProblem {
+                    line: 0,
+                    column: None,
+                    message: format!(
+                        "问题过多, 其余行未检查 (more than {PROBLEMS_KEPT} problems; the rest was not checked)"
+                    ),
+                });
+                break;
+            }
             // The header is row 1, so this record is at least row index + 2.
             if index + 2 > MAX_ROWS {
                 let line = record
@@ -936,6 +950,19 @@ mod tests {
         let text = e.to_string();
         assert_eq!(text.lines().count(), 1 + 100 + 1, "{text}");
         assert!(text.contains("另有 50 处 (and 50 more)"), "{text}");
+    }
+
+    #[test]
+    fn a_file_bad_everywhere_stops_at_a_thousand_problems() {
+        let row = format!("设备{}\n", ",\u{0}".repeat(limits::MAX_COLUMNS - 1));
+        let csv = format!("类型,名称\n{}", row.repeat(100));
+        let e = Registry::from_csv(csv.as_bytes(), "t.csv").expect_err("rejected");
+        assert_eq!(e.problems.len(), 16 * 63 + 1, "{}", e.problems.len());
+        assert!(
+            e.problems
+                .last()
+                .is_some_and(|p| p.message.contains("more than 1000 problems"))
+        );
     }
 
     #[test]
