@@ -149,9 +149,14 @@ fn agent_state_dir(config: &str) -> PathBuf {
 
 /// The last report sequence an agent made (its `sequence` file), 0 before the first.
 fn made(state: &Path) -> i64 {
-    std::fs::read_to_string(state.join("sequence"))
+    let out = std::process::Command::new(lab::built_binary("kaohe-agent"))
+        .args(["status", "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .expect("kaohe-agent status");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|v| v["spool"]["sequence"].as_i64())
         .unwrap_or(0)
 }
 

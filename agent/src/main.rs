@@ -58,6 +58,18 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
     },
+    /// 查看本代理的注册与报告队列状态: 序号、待发送、已丢弃与被拒收的报告
+    /// (show the enrolment and the report spool: sequence, waiting, dropped and refused reports)
+    Status {
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+        /// 状态目录, 覆盖配置 (the state directory, instead of the config's)
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// 以 JSON 输出 (print JSON)
+        #[arg(long)]
+        json: bool,
+    },
     /// 检查配置文件并说明将检测什么 (validate the config and say what it will check)
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
@@ -186,6 +198,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status {
+            config,
+            state_dir,
+            json,
+        } => {
+            let state_dir = match state_dir {
+                Some(d) => d,
+                None if config.exists() => match load(&config) {
+                    Ok(c) => c.state_dir,
+                    Err(code) => return code,
+                },
+                None => PathBuf::from(kaohe_agent::config::DEFAULT_STATE_DIR),
+            };
+            status(&state_dir, json)
+        }
         Command::CheckConfig { config } => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -225,6 +252,48 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `kaohe-agent status`: the enrolment and the spool, read without disturbing a running agent.
+fn status(state_dir: &std::path::Path, json: bool) -> ExitCode {
+    let enrolment = kaohe_agent::enroll::Enrollment::load(state_dir);
+    let spool = match kaohe_agent::spool::peek(&state_dir.join("spool")) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("错误 (error): {e}");
+            return ExitCode::from(74);
+        }
+    };
+    if json {
+        let v = serde_json::json!({ "state_dir": state_dir, "enrollment": enrolment, "spool": spool });
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    println!("状态目录 (state directory): {}", state_dir.display());
+    match &enrolment {
+        Some(e) => println!(
+            "已注册 (enrolled): 单位 {} 代理 {} 采集中心 {}",
+            e.unit_id, e.agent_id, e.collector_url
+        ),
+        None => println!("未注册 (not enrolled): 运行 kaohe-agent enroll <令牌>"),
+    }
+    match spool {
+        Some(p) => {
+            println!("最近报告序号 (last sequence): {}", p.sequence);
+            println!(
+                "待发送 (waiting): {} 份, {} KiB",
+                p.waiting,
+                p.waiting_bytes.div_ceil(1024)
+            );
+            println!("已丢弃 (dropped, 磁盘满或队列满): {}", p.dropped);
+            println!(
+                "被采集中心拒收 (refused by the collector): {} (保留 {} 份于 spool/rejected/)",
+                p.rejected, p.rejected_kept
+            );
+        }
+        None => println!("报告队列尚未建立 (no spool yet: the agent has not run)"),
+    }
+    ExitCode::SUCCESS
 }
 
 /// `kaohe-agent leak`: sweep the inventory prefixes, then probe (or list) every live host.

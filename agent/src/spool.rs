@@ -598,6 +598,49 @@ fn list(dir: &Path) -> Result<Vec<Entry>, SpoolError> {
     Ok(out)
 }
 
+/// What a spool directory holds, read without opening the spool (a running agent may hold
+/// it): for `kaohe-agent status` and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Peek {
+    /// The last sequence number given out (as last written to the state file).
+    pub sequence: u64,
+    /// Reports lost, and refused for good by the collector, in all.
+    pub dropped: u64,
+    pub rejected: u64,
+    /// Reports waiting on disk for delivery, and their size.
+    pub waiting: usize,
+    pub waiting_bytes: u64,
+    /// Refused reports kept aside in `rejected/`, and their size.
+    pub rejected_kept: usize,
+    pub rejected_bytes: u64,
+}
+
+/// Reads a spool directory's state file and lists its reports, changing nothing; `None`
+/// when there is no state file yet.
+pub fn peek(dir: &Path) -> Result<Option<Peek>, SpoolError> {
+    let path = dir.join(STATE_FILE);
+    let buf = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let state = (0..2)
+        .filter_map(|i| buf.get(i * SLOT..(i + 1) * SLOT).and_then(State::decode))
+        .max_by_key(|s| s.generation)
+        .ok_or_else(|| SpoolError::Corrupt { path: path.clone() })?;
+    let waiting = list(dir)?;
+    let kept = list(&dir.join(REJECTED_DIR))?;
+    Ok(Some(Peek {
+        sequence: state.sequence,
+        dropped: state.dropped,
+        rejected: state.rejected,
+        waiting: waiting.len(),
+        waiting_bytes: waiting.iter().map(|e| e.bytes).sum(),
+        rejected_kept: kept.len(),
+        rejected_bytes: kept.iter().map(|e| e.bytes).sum(),
+    }))
+}
+
 fn remove_temporaries(dir: &Path) {
     if let Ok(read) = fs::read_dir(dir) {
         for e in read.flatten() {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use kaohe_rubric::period::Period;
+use kaohe_rubric::registry::safe_csv;
 
 use crate::offline::{self, InputError, PeriodChoice, ScoreRequest};
 use crate::render;
@@ -499,16 +500,8 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                 let (store, _) = crate::serve::prepare(&config).await.map_err(InputError::Server)?;
                 match action {
                     RegistryAction::Import { unit, file } => {
-                        let bytes = std::fs::read(&file).map_err(|source| InputError::Read {
-                            path: file.clone(),
-                            source,
-                        })?;
-                        let name = file.display().to_string();
-                        let registry = if crate::xlsx::is_xlsx(&bytes) {
-                            crate::xlsx::registry_from_xlsx(&bytes, &name)?
-                        } else {
-                            kaohe_rubric::Registry::from_csv(&bytes, &name)?
-                        };
+                        // Bounded before it is read whole (size, rows, columns, cells).
+                        let registry = crate::xlsx::read_registry_file(&file)?;
                         let n = store
                             .replace_registry(&unit, &registry)
                             .await
@@ -524,8 +517,12 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                             .await
                             .map_err(server)?;
                         let found = kaohe_rubric::scoring::unregistered_devices(&registry, &reports, from, now);
+                        // CSV: vendor, IP and MAC come from agents, so every field is escaped
+                        // as the dashboard's exports are (no formula, no forged row).
+                        let mut table = String::new();
                         if csv {
-                            let _ = writeln!(out, "类型,名称,IP地址,MAC地址,使用者,使用地点,机房,网址");
+                            table.push_str(safe_csv::UTF8_BOM);
+                            safe_csv::push_line(&mut table, kaohe_rubric::registry::CSV_HEADER);
                         } else if found.is_empty() {
                             let _ = writeln!(out, "近 {days} 天发现的设备均已备案 (every device seen is registered)");
                         } else {
@@ -547,8 +544,8 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                                 let ip = ip.as_deref().unwrap_or("");
                                 let mac = mac.as_deref().unwrap_or("");
                                 if csv {
-                                    let name = vendor.as_deref().unwrap_or("未知设备").replace(',', " ");
-                                    let _ = writeln!(out, "设备,{name},{ip},{mac},,,否,");
+                                    let name = vendor.as_deref().unwrap_or("未知设备");
+                                    safe_csv::push_line(&mut table, ["设备", name, ip, mac, "", "", "否", ""]);
                                 } else {
                                     let seen = last_seen
                                         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -561,6 +558,7 @@ pub fn run(cli: Cli, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), Inpu
                                 }
                             }
                         }
+                        let _ = out.write_all(table.as_bytes());
                     }
                     RegistryAction::Export { unit, out: file } => {
                         let registry = store

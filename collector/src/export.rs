@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
+use kaohe_rubric::registry::safe_csv;
 use kaohe_rubric::scoring::{Deduction, Evidence, Note, PeriodInfo, round2};
 use rust_xlsxwriter::{Color, Format, FormatAlign, FormatBorder, Workbook, Worksheet, XlsxError};
 
@@ -295,29 +296,16 @@ fn table(sheet: &FullSheet) -> Vec<Row> {
 // ---------------------------------------------------------------------------------------
 // CSV.
 
-/// A text cell that Excel would take for a formula ("=…", "+…", "-…", "@…") gets a
-/// leading apostrophe, so a name or note from a user is shown, never evaluated.
-fn defuse_formula(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    }
-}
-
-/// One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+/// One CSV field. Text goes through the one escaping every Kaohe CSV uses
+/// (`kaohe_rubric::registry::safe_csv`): a cell that Excel would take for a formula
+/// ("=…", "+…", "-…", "@…") gets a leading apostrophe, so a name or note from a user is
+/// shown, never evaluated; a comma, a quote or a line break is quoted (RFC 4180). Numbers
+/// are the program's own and stay as they are.
 fn csv_field(out: &mut String, cell: &Cell) {
-    let text = match cell {
-        Cell::Text(s) => defuse_formula(s),
-        Cell::Number(x) => pts(*x),
-        Cell::Empty => String::new(),
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&text.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(&text);
+    match cell {
+        Cell::Text(s) => safe_csv::push_text(out, s),
+        Cell::Number(x) => safe_csv::push_field(out, &pts(*x)),
+        Cell::Empty => {}
     }
 }
 

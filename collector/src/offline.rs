@@ -263,31 +263,10 @@ pub fn load_inputs(req: &ScoreRequest, rubric: &Rubric) -> Result<Inputs, InputE
     })
 }
 
-/// A registry as CSV with the Chinese header, the format `Registry::from_csv` reads.
+/// A registry as CSV with the Chinese header, the format `Registry::from_csv` reads:
+/// formula-escaped and quoted exactly as the dashboard's exports, so a name or vendor from
+/// an agent or a file is never evaluated by a spreadsheet and cannot forge a row, and it
+/// imports back to the same registry.
 pub fn registry_csv(registry: &Registry) -> String {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record([
-        "类型",
-        "名称",
-        "IP地址",
-        "MAC地址",
-        "使用者",
-        "使用地点",
-        "机房",
-        "网址",
-    ]);
-    for e in &registry.entries {
-        let ip = e.ip.map(|i| i.to_string()).unwrap_or_default();
-        let _ = w.write_record([
-            e.kind.label_zh(),
-            e.name.as_str(),
-            ip.as_str(),
-            e.mac.as_deref().unwrap_or(""),
-            e.user.as_deref().unwrap_or(""),
-            e.location.as_deref().unwrap_or(""),
-            if e.machine_room { "是" } else { "否" },
-            e.url.as_deref().unwrap_or(""),
-        ]);
-    }
-    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+    registry.to_csv()
 }

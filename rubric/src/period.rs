@@ -49,9 +49,17 @@ impl FromStr for Period {
                 && y.chars().all(|c| c.is_ascii_digit())
                 && y.parse::<i32>().is_ok_and(|y| (1970..=2200).contains(&y))
         };
+        // Byte positions are only sliced after checking the text is ASCII: a period comes
+        // from URLs and the command line, and "202é-1-01" is ten bytes too.
         let date = |d: &str| {
             let d = d.trim();
-            let shape = d.len() == 10 && year_ok(&d[..4]) && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-';
+            let b = d.as_bytes();
+            let shape = b.len() == 10
+                && d.is_ascii()
+                && b[4] == b'-'
+                && b[7] == b'-'
+                && d.get(..4).is_some_and(year_ok)
+                && b[5..7].iter().chain(&b[8..10]).all(u8::is_ascii_digit);
             if !shape {
                 return None;
             }
@@ -75,7 +83,10 @@ impl FromStr for Period {
                 year: t.parse().map_err(|_| bad())?,
             }),
             Some((y, q)) if year_ok(y) && (q.starts_with('Q') || q.starts_with('q')) => {
-                let quarter: u32 = q[1..].parse().map_err(|_| bad())?;
+                let digits = q
+                    .get(1..)
+                    .filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()));
+                let quarter: u32 = digits.ok_or_else(bad)?.parse().map_err(|_| bad())?;
                 if !(1..=4).contains(&quarter) {
                     return Err(bad());
                 }
@@ -84,7 +95,7 @@ impl FromStr for Period {
                     quarter,
                 })
             }
-            Some((y, m)) if year_ok(y) && m.len() == 2 => {
+            Some((y, m)) if year_ok(y) && m.len() == 2 && m.bytes().all(|c| c.is_ascii_digit()) => {
                 let month: u32 = m.parse().map_err(|_| bad())?;
                 if !(1..=12).contains(&month) {
                     return Err(bad());
@@ -112,17 +123,30 @@ impl fmt::Display for Period {
 
 impl Period {
     /// First day and the day after the last, as calendar dates.
+    ///
+    /// Total for any value, including one deserialized from elsewhere: a quarter or month
+    /// out of range, or a year at the end of the calendar, gives an empty or clamped range,
+    /// never a panic.
     pub fn days(&self) -> (NaiveDate, NaiveDate) {
         let ymd = |y: i32, m: u32| NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(NaiveDate::MIN);
+        let months_after = |start: NaiveDate, n: u32| start.checked_add_months(Months::new(n)).unwrap_or(start);
         match *self {
-            Period::Year { year } => (ymd(year, 1), ymd(year + 1, 1)),
+            Period::Year { year } => {
+                let start = ymd(year, 1);
+                (start, months_after(start, 12))
+            }
             Period::Quarter { year, quarter } => {
-                let start = ymd(year, (quarter - 1) * 3 + 1);
-                (start, start + Months::new(3))
+                let month = quarter
+                    .checked_sub(1)
+                    .and_then(|q| q.checked_mul(3))
+                    .and_then(|m| m.checked_add(1))
+                    .unwrap_or(0);
+                let start = ymd(year, month);
+                (start, months_after(start, 3))
             }
             Period::Month { year, month } => {
                 let start = ymd(year, month);
-                (start, start + Months::new(1))
+                (start, months_after(start, 1))
             }
             Period::Days { first, last } => (first, last.checked_add_days(Days::new(1)).unwrap_or(last)),
         }
@@ -203,6 +227,72 @@ mod tests {
             "9999-12",
         ] {
             assert!(bad.parse::<Period>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_and_odd_periods_are_rejected_without_panicking() {
+        // F10: `é` is two bytes, so this is ten bytes long; slicing it at byte 4 panicked.
+        for bad in [
+            "202é-1-01",
+            "202é-1-01..2026-11-01",
+            "2026-11-01..202é-1-01",
+            "é",
+            "2026-é",
+            "2026-Qé",
+            "2026-Q",
+            "2026-Q+4",
+            "2026-+1",
+            "2026-1é",
+            "２０２６-11-01",
+            "2026-11-0１",
+            "2026-1-011",
+            "\u{0}\u{0}\u{0}\u{0}-\u{0}\u{0}-\u{0}\u{0}",
+            "",
+            "..",
+            "2026-11-01..",
+        ] {
+            assert!(bad.parse::<Period>().is_err(), "{bad:?}");
+        }
+        assert_eq!("2026-Q04".parse(), Ok(Period::Quarter { year: 2026, quarter: 4 }));
+    }
+
+    #[test]
+    fn any_period_value_has_days_and_bounds_without_panicking() {
+        let tz: Tz = "Asia/Shanghai".parse().expect("tz");
+        let odd = [
+            Period::Year { year: i32::MAX },
+            Period::Year { year: i32::MIN },
+            Period::Year { year: 262_143 },
+            Period::Quarter { year: 2026, quarter: 0 },
+            Period::Quarter {
+                year: 2026,
+                quarter: u32::MAX,
+            },
+            Period::Quarter {
+                year: 2026,
+                quarter: 1_431_655_766,
+            },
+            Period::Month {
+                year: 262_143,
+                month: 12,
+            },
+            Period::Month { year: 2026, month: 0 },
+            Period::Month { year: 2026, month: 13 },
+            Period::Days {
+                first: NaiveDate::MIN,
+                last: NaiveDate::MAX,
+            },
+            Period::Days {
+                first: NaiveDate::MAX,
+                last: NaiveDate::MAX,
+            },
+        ];
+        for p in odd {
+            let (a, b) = p.days();
+            assert!(a <= b, "{p:?}");
+            let _ = p.bounds(tz);
+            let _ = p.to_string();
         }
     }
 

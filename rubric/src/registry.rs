@@ -16,6 +16,12 @@
 //!
 //! Other columns (e.g. 备注) are ignored. Parsing reports every bad row by line and
 //! column and returns nothing unless the whole file is good.
+//!
+//! A file is refused before it costs memory when it passes one of the [`limits`], which
+//! are far above any real registry; a cell holding U+0000 (which PostgreSQL cannot store in
+//! text) is refused by row and column. [`safe_csv`] writes CSV that a spreadsheet opens
+//! without evaluating formulas, and `from_csv` undoes exactly that escaping, so an export
+//! imports back to the same registry.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -93,6 +99,99 @@ impl Registry {
     }
 }
 
+/// Limits on a registry file. A unit's 备案 is tens to a few thousand rows of about eight
+/// columns; these are far above that, and refuse a hostile or broken file before parsing it
+/// can cost much memory or time.
+pub mod limits {
+    /// The file as stored (CSV or XLSX), and the text of an XLSX sheet once read.
+    pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+    /// Rows of the file, the header included (an XLSX sheet: its row numbers).
+    pub const MAX_ROWS: usize = 20_000;
+    /// Columns of a row.
+    pub const MAX_COLUMNS: usize = 64;
+    /// Characters in one cell.
+    pub const MAX_CELL_CHARS: usize = 1_000;
+}
+
+/// CSV that a spreadsheet opens as data: the escaping every CSV export of Kaohe uses (the
+/// dashboard's sheet, `registry export`, `registry unregistered --csv`).
+///
+/// A text cell that Excel or LibreOffice would take for a formula (it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) gets a leading apostrophe, so it is shown and never
+/// evaluated; so does one that already starts with apostrophes before such a character,
+/// which keeps the escape reversible: [`undo_formula_escape`] gives back exactly the text.
+/// A field holding a comma, a quote or a line break is quoted (RFC 4180), so a line break
+/// in a name stays inside its field and cannot start a row.
+pub mod safe_csv {
+    use std::borrow::Cow;
+
+    const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+    fn looks_like_formula(s: &str) -> bool {
+        s.trim_start_matches('\'').starts_with(FORMULA_START)
+    }
+
+    /// The text with a leading apostrophe when a spreadsheet would evaluate it.
+    pub fn defuse_formula(s: &str) -> Cow<'_, str> {
+        if looks_like_formula(s) {
+            Cow::Owned(format!("'{s}"))
+        } else {
+            Cow::Borrowed(s)
+        }
+    }
+
+    /// Undoes [`defuse_formula`]: `undo_formula_escape(&defuse_formula(s)) == s` for every `s`.
+    pub fn undo_formula_escape(s: &str) -> &str {
+        match s.strip_prefix('\'') {
+            Some(rest) if looks_like_formula(rest) => rest,
+            _ => s,
+        }
+    }
+
+    /// One field as it is, quoted when it holds a comma, a quote or a line break. For
+    /// numbers the program wrote; text from users or agents goes through [`push_text`].
+    pub fn push_field(out: &mut String, field: &str) {
+        if field.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&field.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(field);
+        }
+    }
+
+    /// One text field: formula-escaped, then quoted as needed.
+    pub fn push_text(out: &mut String, text: &str) {
+        push_field(out, &defuse_formula(text));
+    }
+
+    /// A line of text fields, ended by CRLF.
+    pub fn push_line<'a>(out: &mut String, fields: impl IntoIterator<Item = &'a str>) {
+        for (i, f) in fields.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_text(out, f);
+        }
+        out.push_str("\r\n");
+    }
+
+    /// The UTF-8 byte order mark, so that Excel opens the file as UTF-8.
+    pub const UTF8_BOM: &str = "\u{feff}";
+}
+
+/// The registry CSV header, in Chinese, in the order [`Registry::to_csv`] writes.
+pub const CSV_HEADER: [&str; 8] = [
+    "类型",
+    "名称",
+    "IP地址",
+    "MAC地址",
+    "使用者",
+    "使用地点",
+    "机房",
+    "网址",
+];
+
 /// One problem in a registry file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowProblem {
@@ -104,16 +203,20 @@ pub struct RowProblem {
 
 impl fmt::Display for RowProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.column {
-            Some(c) => write!(
-                f,
-                "第 {} 行 (line {}), 列 “{}”: {}",
-                self.line, self.line, c, self.message
-            ),
-            None => write!(f, "第 {} 行 (line {}): {}", self.line, self.line, self.message),
+        match (self.line, &self.column) {
+            // Line 0: the whole file (a limit, a damaged workbook).
+            (0, _) => write!(f, "{}", self.message),
+            (line, Some(c)) => write!(f, "第 {line} 行 (line {line}), 列 “{c}”: {}", self.message),
+            (line, None) => write!(f, "第 {line} 行 (line {line}): {}", self.message),
         }
     }
 }
+
+/// How many problems an error message lists; the rest are counted.
+const PROBLEMS_SHOWN: usize = 100;
+
+/// How many problems a file may show before the rest of it is not checked.
+const PROBLEMS_KEPT: usize = 1_000;
 
 /// A registry file that was not loaded. Lists every problem found; nothing was loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +234,12 @@ impl fmt::Display for RegistryError {
             self.problems.len(),
             self.problems.len()
         )?;
-        for p in &self.problems {
+        for p in self.problems.iter().take(PROBLEMS_SHOWN) {
             write!(f, "\n  {p}")?;
+        }
+        if self.problems.len() > PROBLEMS_SHOWN {
+            let more = self.problems.len() - PROBLEMS_SHOWN;
+            write!(f, "\n  …另有 {more} 处 (and {more} more)")?;
         }
         Ok(())
     }
@@ -213,13 +320,142 @@ fn non_empty(s: Option<&str>) -> Option<String> {
     s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
+/// The line a record starts on, from its byte offset. The csv reader's own line count is
+/// one short after a CRLF line end (the `\n` is counted with the next record), and Excel
+/// saves CSV with CRLF. Records come in order, so counting goes on from the last one.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> LineCounter<'a> {
+        LineCounter {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, byte: u64) -> usize {
+        let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(self.bytes.len());
+        // A record "starts" at the line end before it; its text starts after.
+        while self.bytes.get(start).is_some_and(|b| matches!(b, b'\r' | b'\n')) {
+            start += 1;
+        }
+        if start >= self.offset {
+            self.line += self.bytes[self.offset..start].iter().filter(|&&b| b == b'\n').count();
+            self.offset = start;
+        }
+        self.line
+    }
+}
+
+/// What is wrong with a row's size or characters: more columns than [`limits::MAX_COLUMNS`],
+/// a cell longer than [`limits::MAX_CELL_CHARS`], or a cell holding U+0000, the one
+/// character PostgreSQL refuses in text. Each problem names the row and the column.
+fn cell_limits(record: &[&str], line: usize, headers: &csv::StringRecord) -> Vec<RowProblem> {
+    use limits::{MAX_CELL_CHARS, MAX_COLUMNS};
+    if record.len() > MAX_COLUMNS {
+        return vec![RowProblem {
+            line,
+            column: None,
+            message: format!(
+                "这一行有 {} 列, 最多 {MAX_COLUMNS} 列 (the row has {} columns; at most {MAX_COLUMNS})",
+                record.len(),
+                record.len()
+            ),
+        }];
+    }
+    let column = |i: usize| match headers.get(i).map(str::trim) {
+        Some(h) if !h.is_empty() && !h.contains('\0') && h.chars().count() <= 40 => h.to_string(),
+        _ => format!("#{}", i + 1),
+    };
+    let mut out = Vec::new();
+    for (i, f) in record.iter().enumerate() {
+        if f.contains('\0') {
+            out.push(RowProblem {
+                line,
+                column: Some(column(i)),
+                message: "含有空字符 (U+0000), 数据库无法保存 (contains a NUL character, U+0000, which the database cannot store)"
+                    .into(),
+            });
+        } else {
+            let n = f.chars().count();
+            if n > MAX_CELL_CHARS {
+                out.push(RowProblem {
+                    line,
+                    column: Some(column(i)),
+                    message: format!(
+                        "单元格有 {n} 个字符, 最多 {MAX_CELL_CHARS} 个 (the cell has {n} characters; at most {MAX_CELL_CHARS})"
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
 impl Registry {
-    /// Parses registry CSV bytes. `file` names the source in error messages.
+    /// The registry as CSV with the Chinese header ([`CSV_HEADER`]), the format
+    /// [`Registry::from_csv`] reads: UTF-8 with a BOM, CRLF line ends, text escaped by
+    /// [`safe_csv`] exactly as the dashboard's exports are. It parses back to the same
+    /// entries.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(safe_csv::UTF8_BOM);
+        safe_csv::push_line(&mut out, CSV_HEADER);
+        for e in &self.entries {
+            let ip = e.ip.map(|i| i.to_string()).unwrap_or_default();
+            safe_csv::push_line(
+                &mut out,
+                [
+                    e.kind.label_zh(),
+                    e.name.as_str(),
+                    ip.as_str(),
+                    e.mac.as_deref().unwrap_or(""),
+                    e.user.as_deref().unwrap_or(""),
+                    e.location.as_deref().unwrap_or(""),
+                    if e.machine_room { "是" } else { "否" },
+                    e.url.as_deref().unwrap_or(""),
+                ],
+            );
+        }
+        out
+    }
+}
+
+impl Registry {
+    /// Parses registry CSV bytes. `file` names the source in error messages. A field that
+    /// [`safe_csv`] escaped (a leading apostrophe before a formula) is read back unescaped.
     pub fn from_csv(bytes: &[u8], file: &str) -> Result<Registry, RegistryError> {
+        Registry::parse_csv(bytes, file, true)
+    }
+
+    /// Parses the rows of a spreadsheet already written as CSV, one sheet row per line (the
+    /// XLSX import): every check of [`Registry::from_csv`], but a leading apostrophe is
+    /// part of the cell's text, since Excel keeps its own "text" mark out of the value.
+    pub fn from_sheet_csv(bytes: &[u8], file: &str) -> Result<Registry, RegistryError> {
+        Registry::parse_csv(bytes, file, false)
+    }
+
+    fn parse_csv(bytes: &[u8], file: &str, undo_escape: bool) -> Result<Registry, RegistryError> {
+        use limits::{MAX_FILE_BYTES, MAX_ROWS};
         let fail = |problems: Vec<RowProblem>| RegistryError {
             file: file.to_string(),
             problems,
         };
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(fail(vec![RowProblem {
+                line: 0,
+                column: None,
+                message: format!(
+                    "文件有 {} 字节, 最多 {MAX_FILE_BYTES} 字节 (the file has {} bytes; at most {MAX_FILE_BYTES})",
+                    bytes.len(),
+                    bytes.len()
+                ),
+            }]));
+        }
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         if let Err(e) = std::str::from_utf8(bytes) {
             let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -244,8 +480,13 @@ impl Registry {
                 }]));
             }
         };
-        let mut columns: HashMap<Col, (usize, String)> = HashMap::new();
         let mut problems = Vec::new();
+        // The header is the file's first row: the same limits as every other row.
+        let header_cells: Vec<&str> = headers.iter().collect();
+        if let Some(p) = cell_limits(&header_cells, 1, &headers).into_iter().next() {
+            return Err(fail(vec![p]));
+        }
+        let mut columns: HashMap<Col, (usize, String)> = HashMap::new();
         for (i, h) in headers.iter().enumerate() {
             if let Some(col) = Col::parse(h) {
                 if let Some((_, first)) = columns.get(&col) {
@@ -272,14 +513,42 @@ impl Registry {
             return Err(fail(problems));
         }
 
+        let mut lines = LineCounter::new(bytes);
         let mut entries = Vec::new();
         let mut seen_mac: HashMap<String, usize> = HashMap::new();
         let mut seen_ip: HashMap<IpAddr, usize> = HashMap::new();
-        for record in reader.records() {
+        for (index, record) in reader.records().enumerate() {
+            // A file bad on every row stops being read, so its errors stay small.
+            if problems.len() >= PROBLEMS_KEPT {
+                problems.push(RowProblem {
+                    line: 0,
+                    column: None,
+                    message: format!(
+                        "问题过多, 其余行未检查 (more than {PROBLEMS_KEPT} problems; the rest was not checked)"
+                    ),
+                });
+                break;
+            }
+            // The header is row 1, so this record is at least row index + 2.
+            if index + 2 > MAX_ROWS {
+                let line = record
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.position())
+                    .map_or(0, |p| lines.line_at(p.byte()));
+                problems.push(RowProblem {
+                    line,
+                    column: None,
+                    message: format!(
+                        "文件超过 {MAX_ROWS} 行, 最多 {MAX_ROWS} 行 (the file has more than {MAX_ROWS} rows; at most {MAX_ROWS})"
+                    ),
+                });
+                break;
+            }
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line() as usize);
+                    let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
                     problems.push(RowProblem {
                         line,
                         column: None,
@@ -288,11 +557,28 @@ impl Registry {
                     continue;
                 }
             };
-            let line = record.position().map_or(0, |p| p.line() as usize);
-            if record.iter().all(|f| f.trim().is_empty()) {
+            let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
+            // Limits apply to the text as it will be stored: the escape undone first, so
+            // an export of a cell at the limit imports again.
+            let fields: Vec<&str> = record
+                .iter()
+                .map(|f| {
+                    if undo_escape {
+                        safe_csv::undo_formula_escape(f)
+                    } else {
+                        f
+                    }
+                })
+                .collect();
+            let over = cell_limits(&fields, line, &headers);
+            if !over.is_empty() {
+                problems.extend(over);
                 continue;
             }
-            let cell = |col: Col| columns.get(&col).and_then(|(i, _)| record.get(*i));
+            if fields.iter().all(|f| f.trim().is_empty()) {
+                continue;
+            }
+            let cell = |col: Col| columns.get(&col).and_then(|(i, _)| fields.get(*i).copied());
             let header = |col: Col| columns.get(&col).map(|(_, h)| h.clone());
             let mut bad = |col: Col, message: String| {
                 problems.push(RowProblem {
@@ -590,6 +876,171 @@ mod tests {
         let e = Registry::from_csv(b"kind,name\n\xc9\xe8\xb1\xb8,A\n", "t.csv").expect_err("rejected");
         assert_eq!(e.problems[0].line, 2);
         assert!(e.to_string().contains("UTF-8"));
+    }
+
+    #[test]
+    fn a_nul_in_any_cell_is_refused_by_row_and_column() {
+        let csv = "类型,名称,IP地址,备注\n设备,A,10.0.0.1,\n设备,B\u{0},10.0.0.2,\n设备,C,10.0.0.3,x\u{0}\n";
+        let e = Registry::from_csv(csv.as_bytes(), "t.csv").expect_err("rejected");
+        let at: Vec<(usize, Option<&str>)> = e.problems.iter().map(|p| (p.line, p.column.as_deref())).collect();
+        assert_eq!(at, vec![(3, Some("名称")), (4, Some("备注"))], "{e}");
+        assert!(e.to_string().contains("U+0000"), "{e}");
+        let e = Registry::from_csv("类型,名\u{0}称\n设备,A\n".as_bytes(), "t.csv").expect_err("rejected");
+        assert_eq!(
+            (e.problems[0].line, e.problems[0].column.as_deref()),
+            (1, Some("#2")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_past_the_limits_are_refused_naming_the_limit() {
+        use limits::*;
+        let big = vec![b'a'; MAX_FILE_BYTES as usize + 1];
+        let e = Registry::from_csv(&big, "t.csv").expect_err("too big");
+        assert!(e.to_string().contains(&MAX_FILE_BYTES.to_string()), "{e}");
+        assert!(
+            !e.to_string().contains("第 0 行"),
+            "a whole-file problem has no line: {e}"
+        );
+
+        let mut rows = String::from("类型,名称,IP地址\n");
+        for i in 0..MAX_ROWS {
+            rows.push_str(&format!("设备,d{i},10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255));
+        }
+        let e = Registry::from_csv(rows.as_bytes(), "t.csv").expect_err("too many rows");
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].line, MAX_ROWS + 1, "{e}");
+        assert!(e.to_string().contains("20000"), "{e}");
+        // One row fewer is fine.
+        let cut = rows.trim_end().rsplit_once('\n').map(|(a, _)| a).expect("rows");
+        assert_eq!(
+            Registry::from_csv(cut.as_bytes(), "t.csv")
+                .expect("at the limit")
+                .entries
+                .len(),
+            MAX_ROWS - 1
+        );
+
+        let wide = format!("类型,名称\n设备,A{}\n", ",x".repeat(MAX_COLUMNS));
+        let e = Registry::from_csv(wide.as_bytes(), "t.csv").expect_err("too wide");
+        assert_eq!(e.problems[0].line, 2);
+        assert!(e.to_string().contains(&format!("最多 {MAX_COLUMNS} 列")), "{e}");
+
+        let long = format!("类型,名称,IP地址\n设备,{},10.0.0.1\n", "名".repeat(MAX_CELL_CHARS + 1));
+        let at_limit = format!("类型,名称,IP地址\n设备,={},10.0.0.1\n", "名".repeat(MAX_CELL_CHARS - 1));
+        let r = Registry::from_csv(at_limit.as_bytes(), "t.csv").expect("at the limit");
+        assert_eq!(
+            Registry::from_csv(r.to_csv().as_bytes(), "t.csv").expect("its export, escaped, at the limit too"),
+            r
+        );
+        let e = Registry::from_csv(long.as_bytes(), "t.csv").expect_err("too long");
+        assert_eq!((e.problems[0].line, e.problems[0].column.as_deref()), (2, Some("名称")));
+        assert!(e.to_string().contains("1001 个字符, 最多 1000 个"), "{e}");
+    }
+
+    #[test]
+    fn an_error_lists_a_hundred_problems_and_counts_the_rest() {
+        let mut csv = String::from("类型,名称\n");
+        for _ in 0..150 {
+            csv.push_str("打印机,A\n");
+        }
+        let e = Registry::from_csv(csv.as_bytes(), "t.csv").expect_err("rejected");
+        assert_eq!(e.problems.len(), 150);
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 1 + 100 + 1, "{text}");
+        assert!(text.contains("另有 50 处 (and 50 more)"), "{text}");
+    }
+
+    #[test]
+    fn a_file_bad_everywhere_stops_at_a_thousand_problems() {
+        let row = format!("设备{}\n", ",\u{0}".repeat(limits::MAX_COLUMNS - 1));
+        let csv = format!("类型,名称\n{}", row.repeat(100));
+        let e = Registry::from_csv(csv.as_bytes(), "t.csv").expect_err("rejected");
+        assert_eq!(e.problems.len(), 16 * 63 + 1, "{}", e.problems.len());
+        assert!(
+            e.problems
+                .last()
+                .is_some_and(|p| p.message.contains("more than 1000 problems"))
+        );
+    }
+
+    #[test]
+    fn formula_escape_is_undone_exactly() {
+        for s in [
+            "=HYPERLINK(\"http://evil.example/\",\"click\")",
+            "+1",
+            "-1",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+            "'=x",
+            "''=x",
+            "'x",
+            "x'",
+            "'",
+            "",
+            "plain",
+            "名称",
+        ] {
+            let escaped = safe_csv::defuse_formula(s);
+            assert_eq!(safe_csv::undo_formula_escape(&escaped), s, "{s:?} -> {escaped:?}");
+            let after_quotes = escaped.trim_start_matches('\'');
+            assert!(
+                escaped.starts_with('\'') || !after_quotes.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{s:?} is not left as a formula"
+            );
+        }
+    }
+
+    #[test]
+    fn to_csv_escapes_formulas_and_line_breaks_and_parses_back_the_same() {
+        let csv = "类型,名称,IP地址,MAC地址,使用者,使用地点,机房,网址\n\
+                   设备,\"=HYPERLINK(\"\"http://evil.example/\"\" \"\"click\"\")\",10.0.0.1,,\"@me\",\"楼上\n设备,伪造,10.9.9.9\",是,\n\
+                   设备,'=already quoted,10.0.0.2,,-,,否,\n\
+                   门户网站,门户,,,,,,https://www.example/\n";
+        let a = Registry::from_csv(csv.as_bytes(), "a.csv").expect("valid");
+        assert_eq!(a.entries[0].name, "=HYPERLINK(\"http://evil.example/\" \"click\")");
+        assert_eq!(a.entries[0].location.as_deref(), Some("楼上\n设备,伪造,10.9.9.9"));
+        assert_eq!(
+            a.entries[1].name, "=already quoted",
+            "an escaped cell is read unescaped"
+        );
+        let out = a.to_csv();
+        assert!(out.starts_with('\u{feff}'));
+        assert!(out.contains("'=HYPERLINK("), "{out}");
+        assert!(out.contains(",'@me,"), "{out}");
+        let records = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(out.as_bytes())
+            .records()
+            .count();
+        assert_eq!(
+            records,
+            1 + 3,
+            "the line break stays in its field, no row is forged: {out}"
+        );
+        let mut b = Registry::from_csv(out.as_bytes(), "b.csv").expect("export parses");
+        // The quoted line break moved the rows after it down by one in the source.
+        for (x, y) in a.entries.iter().zip(&mut b.entries) {
+            y.line = x.line;
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn problems_in_a_crlf_file_are_named_by_their_true_line() {
+        let csv = "类型,名称,IP地址\r\n设备,A,10.0.0.1\r\n\r\n设备,B,10.0.0.300\r\n设备,\"C\r\nD\",10.0.0.3\r\n设备,E,bad\r\n";
+        let e = Registry::from_csv(csv.as_bytes(), "t.csv").expect_err("rejected");
+        let lines: Vec<usize> = e.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![4, 7], "{e}");
+        let ok = Registry::from_csv(
+            "类型,名称,IP地址\r\n设备,A,10.0.0.1\r\n设备,B,10.0.0.2".as_bytes(),
+            "t.csv",
+        )
+        .expect("valid");
+        assert_eq!(ok.entries.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[test]

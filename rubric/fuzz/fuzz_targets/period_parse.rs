@@ -1,0 +1,12 @@
+#![no_main]
+//! Any text as a period (as a URL's `?period=` or `--period` gives it): never a panic, and
+//! what parses prints back to itself with its days in order.
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../tests/support/period_checks.rs"]
+mod period_checks;
+
+fuzz_target!(|data: &[u8]| {
+    period_checks::check_period(&String::from_utf8_lossy(data));
+});
