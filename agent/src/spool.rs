@@ -695,12 +695,27 @@ impl Spool {
             Intent::Reject(s) => {
                 for e in disk.iter().filter(|e| e.sequence == s) {
                     let to = rejected_dir.join(e.path.file_name().unwrap_or_default());
-                    fs::create_dir_all(&rejected_dir).map_err(io(&rejected_dir))?;
-                    step(fault, Step::Rename, &e.path).map_err(io(&e.path))?;
-                    fs::rename(&e.path, &to).map_err(io(&e.path))?;
-                    sync_dir(fault, &rejected_dir)?;
+                    let moved = fs::create_dir_all(&rejected_dir)
+                        .and_then(|()| step(fault, Step::Rename, &e.path))
+                        .and_then(|()| fs::rename(&e.path, &to));
+                    match moved {
+                        Ok(()) => {
+                            sync_dir(fault, &rejected_dir)?;
+                            tracing::info!(report = %to.display(), "completed the rejection of a report interrupted by a crash");
+                        }
+                        // A full disk must not keep the agent from starting: the report is
+                        // counted as rejected already, so it goes.
+                        Err(err) => {
+                            tracing::warn!(error = %err, report = %e.path.display(), "cannot move a refused report to rejected/; it is counted and removed");
+                            step(fault, Step::Remove, &e.path).map_err(io(&e.path))?;
+                            match fs::remove_file(&e.path) {
+                                Ok(()) => {}
+                                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(err) => return Err(io(&e.path)(err)),
+                            }
+                        }
+                    }
                     sync_dir(fault, dir)?;
-                    tracing::info!(report = %to.display(), "completed the rejection of a report interrupted by a crash");
                 }
             }
         }
@@ -846,7 +861,7 @@ impl Spool {
             bytes: h.bytes(),
         }));
         // Drops below the oldest waiting report count for every report still to be sent.
-        let oldest = out.first().map_or(i.state.sequence + 1, |e| e.sequence);
+        let oldest = out.first().map_or(i.state.sequence.saturating_add(1), |e| e.sequence);
         i.dropped_above.forget_below(oldest);
         Ok(out)
     }
@@ -859,7 +874,7 @@ impl Spool {
         let now = Instant::now();
         let mut i = lock(&self.inner);
         self.write_held(&mut i, now);
-        let sequence = i.state.sequence + 1;
+        let sequence = i.state.sequence.saturating_add(1);
         report.sequence = sequence;
         i.stamp(report);
         let mut held = Held::new(report)?;
@@ -1010,15 +1025,27 @@ impl Spool {
                 return Err(err);
             }
         }
-        fs::create_dir_all(&self.rejected_dir).map_err(io(&self.rejected_dir))?;
         let to = self.rejected_dir.join(e.path.file_name().unwrap_or_default());
-        step(self.fault.as_ref(), Step::Rename, &e.path).map_err(io(&e.path))?;
-        fs::rename(&e.path, &to).map_err(io(&e.path))?;
-        let _ = sync_dir(self.fault.as_ref(), &self.rejected_dir);
-        let _ = sync_dir(self.fault.as_ref(), &self.dir);
+        let moved = fs::create_dir_all(&self.rejected_dir)
+            .and_then(|()| step(self.fault.as_ref(), Step::Rename, &e.path))
+            .and_then(|()| fs::rename(&e.path, &to));
+        let kept = match moved {
+            Ok(()) => {
+                let _ = sync_dir(self.fault.as_ref(), &self.rejected_dir);
+                let _ = sync_dir(self.fault.as_ref(), &self.dir);
+                Some(to)
+            }
+            // No room to move it aside (a full disk): it is counted already, so it goes, and
+            // can never be sent again nor counted twice.
+            Err(err) => {
+                tracing::warn!(error = %err, sequence = e.sequence, "cannot move a refused report to rejected/; it is counted and removed");
+                self.remove_file(&e.path)?;
+                None
+            }
+        };
         i.state.intent = Intent::None;
         Ok(Rejected {
-            path: Some(to),
+            path: kept,
             total: i.state.rejected,
         })
     }

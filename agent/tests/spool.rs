@@ -609,3 +609,34 @@ fn a_crash_at_any_step_of_delivering_from_memory_over_counts_at_most_that_report
         over_counted.into_inner().expect("lock")
     );
 }
+
+#[test]
+fn a_report_refused_when_it_cannot_be_moved_aside_is_counted_once_removed_and_the_spool_still_opens() {
+    let dir = tmpdir("reject-full");
+    let disk = Arc::new(Disk::default());
+    let options = Options {
+        fault: Some(disk.hook()),
+        ..Options::new(1 << 20)
+    };
+    let s = Spool::open(&dir, options.clone()).expect("open");
+    for _ in 1..=3 {
+        s.push(&mut report()).expect("push");
+    }
+    // The disk is full: the refused report cannot be moved to rejected/.
+    disk.fail(Step::Rename, ENOSPC);
+    let first = s.pending().expect("pending")[0].clone();
+    let r = s.reject(&first).expect("counted even so");
+    assert_eq!((r.path, r.total), (None, 1), "not kept, counted");
+    assert_eq!(sequences(&on_disk(&dir)), vec![2, 3], "it is never sent again");
+    // Dropping to make room later cannot count it a second time.
+    let mut next = report();
+    disk.heal();
+    s.push(&mut next).expect("push");
+    assert_eq!((next.spool_rejected, next.spool_dropped), (1, 0));
+    drop(s);
+    // And the spool opens again (a full disk does not keep the agent from starting).
+    disk.fail(Step::Rename, ENOSPC);
+    let s = Spool::open(&dir, options).expect("reopens on a full disk");
+    assert_eq!((s.rejected(), s.dropped()), (1, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

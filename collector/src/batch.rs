@@ -171,7 +171,13 @@ async fn store_batch(store: Store, items: Vec<Item>) -> Vec<Outcome> {
             tracing::warn!(error = %e, reports = items.len(), "batch not stored; storing its reports one by one");
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                out.push(alone(&store, item).await);
+                // Once the database fails for want of itself (not this report), the rest
+                // would only wait for it one by one: they are told to retry.
+                let r = match out.last() {
+                    Some(Err(e @ WriteError::Transient(_))) => Err(e.clone()),
+                    _ => alone(&store, item).await,
+                };
+                out.push(r);
             }
             out
         }

@@ -6,8 +6,9 @@
 //!   limit) and **a cap on TLS handshakes in progress** (`max_tls_handshakes`). When a cap
 //!   is reached, a connection that has not proven anything — still in its TLS handshake,
 //!   idle between requests, or sending a request that is not yet authenticated — is closed
-//!   to make room: the oldest of the source address that holds the most such connections,
-//!   so that a flood from a few addresses pushes out only its own. A connection serving an authenticated request is never closed
+//!   to make room: the oldest of the source address that holds the most such connections
+//!   (an IPv6 source counts by its /64), so that a flood from a few addresses pushes out
+//!   only its own. A connection serving an authenticated request is never closed
 //!   for room; when every slot serves one, the new connection is refused. So a flood of
 //!   slow clients (slowloris) cycles through the slots while a real request, which
 //!   completes in milliseconds, gets through.
@@ -33,7 +34,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -247,7 +248,8 @@ impl Tracker {
         while t.conns.len() >= self.limits.max_connections {
             if !t.evict(false) {
                 drop(t);
-                self.counters.refused.fetch_add(evicted.max(1), Ordering::Relaxed);
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
                 return None;
             }
             evicted += 1;
@@ -259,11 +261,11 @@ impl Tracker {
             id,
             Entry {
                 stage: Stage::Handshake,
-                source: peer.ip(),
+                source: crate::bodies::source_key(peer.ip()),
                 evict: evict.clone(),
             },
         );
-        t.place(id, peer.ip(), None, Some(Stage::Handshake));
+        t.place(id, crate::bodies::source_key(peer.ip()), None, Some(Stage::Handshake));
         let open = t.conns.len();
         drop(t);
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -431,10 +433,8 @@ async fn connection(
             let conn = conn.clone();
             let mut app = app.clone();
             async move {
-                // A request without a body has nothing left to send: it is served.
-                if req.body().is_end_stream() {
-                    conn.serving();
-                }
+                // Served (never closed for room) only once a handler says the request proved
+                // itself; until then, even a request without a body may make room.
                 req.extensions_mut().insert(conn.clone());
                 let resp = tower_service::Service::call(&mut app, req).await;
                 Ok::<_, std::convert::Infallible>(resp.map_or_else(

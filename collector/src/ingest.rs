@@ -9,9 +9,10 @@
 //!   spoofed-source findings only),
 //!   400 malformed JSON or wrong schema version (the message says which was expected),
 //!   408 body not received within `body_timeout_secs`, 413 body too large, 422 a report
-//!   that can never be stored (a NUL character, a value out of range, a roll-up field),
-//!   429 over the per-agent rate, 503 only for a transient fault (database away, the
-//!   in-flight body budget spent), with `Retry-After`.
+//!   that can never be stored (a NUL character, a value no agent produces, a roll-up
+//!   field), 429 over the per-agent rate or with too many reports under way, 503 only for
+//!   what passes (the database away, the in-flight body budget spent, a report dated ahead
+//!   of the collector's clock), with `Retry-After`.
 //! - The credential is checked from the headers before a byte of the body is read.
 //! - `GET /metrics` needs `metrics_token` as a bearer token, or without one configured
 //!   comes only from loopback.
@@ -31,12 +32,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use chrono::Utc;
+use kaohe_rubric::bounds::Bounds;
 use kaohe_rubric::enrolment::{ENROLL_PATH, INGEST_PATH};
 use kaohe_rubric::evidence::{EvidenceError, Report};
 use serde::Deserialize;
 
 use crate::batch::WriteError;
-use crate::bodies::{BodyError, Budget};
+use crate::bodies::{BodyError, Budgets};
 use crate::config::CollectorConfig;
 use crate::conns::Conn;
 use crate::store::{Store, Stored};
@@ -61,20 +63,44 @@ pub struct AppState {
     pub reports_per_minute: u32,
     windows: Mutex<HashMap<String, (Instant, u32)>>,
     max_body: usize,
-    budget: Budget,
+    budgets: Budgets,
     metrics_token: Option<String>,
+    /// Requests under way per agent, bounded by [`MAX_IN_FLIGHT_PER_AGENT`].
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
     tracker: Arc<crate::conns::Tracker>,
 }
 
 /// Largest enrolment request: a secret, a host name and a version.
 const MAX_ENROL_BODY: usize = 16 * 1024;
 
+/// Reports one agent may have under way at once (an agent sends one at a time): a stolen
+/// credential cannot hold more connection slots than this.
+pub const MAX_IN_FLIGHT_PER_AGENT: u32 = 4;
+
+/// One of an agent's requests under way; counted down when dropped.
+struct InFlight {
+    agent: String,
+    map: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.agent) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.agent);
+            }
+        }
+    }
+}
+
 impl AppState {
     pub fn new(
         store: Store,
         ca_pem: String,
         config: &CollectorConfig,
-        budget: Budget,
+        budgets: Budgets,
         tracker: Arc<crate::conns::Tracker>,
     ) -> AppState {
         AppState {
@@ -85,10 +111,25 @@ impl AppState {
             reports_per_minute: config.agent_reports_per_minute,
             windows: Mutex::new(HashMap::new()),
             max_body: config.max_body_kib * 1024,
-            budget,
+            budgets,
             metrics_token: config.metrics_token.clone(),
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
             tracker,
         }
+    }
+
+    /// Counts a request of `agent` under way; `None` when it has too many already.
+    fn in_flight(&self, agent: &str) -> Option<InFlight> {
+        let mut m = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(agent.to_string()).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_AGENT {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight {
+            agent: agent.to_string(),
+            map: self.in_flight.clone(),
+        })
     }
 
     /// A fixed one-minute window per agent (per collector process).
@@ -203,11 +244,29 @@ async fn ingest(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
         return r;
     }
+    let Some(_in_flight) = s.in_flight(&agent.id) else {
+        warn_throttled!(
+            "ingest_in_flight",
+            %peer,
+            agent = %agent.id,
+            unit = %agent.unit_id,
+            limit = MAX_IN_FLIGHT_PER_AGENT,
+            "代理同时上报过多 (agent has too many reports under way): 429"
+        );
+        let mut r = reject(
+            StatusCode::TOO_MANY_REQUESTS,
+            "同时上报过多",
+            "too many reports under way",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return r;
+    };
     // A known agent: its connection is no longer closed to make room.
     if let Some(Extension(c)) = &conn {
         c.serving();
     }
-    let held = match s.budget.read(&headers, body, s.max_body).await {
+    let held = match s.budgets.members.read(&headers, body, s.max_body, None).await {
         Ok(h) => h,
         Err(e) => {
             s.metrics.rejected.fetch_add(1, Ordering::Relaxed);
@@ -218,7 +277,7 @@ async fn ingest(
                 unit = %agent.unit_id,
                 problem = ?e,
                 max_body_kib = s.max_body / 1024,
-                max_inflight_body_mib = s.budget.total_mib(),
+                max_inflight_body_mib = s.budgets.members.total_mib(),
                 "报告请求体被拒绝 (report body refused)"
             );
             return body_error(&e);
@@ -254,9 +313,33 @@ async fn ingest(
             &format!("field {path} holds a NUL character, which cannot be stored"),
         );
     }
-    if let Err(e) = report.check_bounds(Utc::now()) {
-        tracing::warn!(%peer, agent = %agent.id, report = %report.report_id, error = %e, "report refused: out of range (422)");
-        return reject(StatusCode::UNPROCESSABLE_ENTITY, "报告内容超出范围", &e.to_string());
+    match report.check_bounds(Utc::now()) {
+        Ok(()) => {}
+        Err(e @ Bounds::Invalid { .. }) => {
+            tracing::warn!(%peer, agent = %agent.id, report = %report.report_id, error = %e, "report refused: out of range (422)");
+            return reject(StatusCode::UNPROCESSABLE_ENTITY, "报告内容超出范围", &e.to_string());
+        }
+        // Not wrong, early: the agent keeps it and sends it again once its time has come.
+        Err(e @ Bounds::ClockAhead { .. }) => {
+            warn_throttled!(
+                "ingest_clock_ahead",
+                %peer,
+                agent = %agent.id,
+                unit = %agent.unit_id,
+                report = %report.report_id,
+                error = %e,
+                "代理主机时钟超前, 报告稍后再收 (the agent's clock is ahead: report deferred): 503"
+            );
+            s.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "报告时间超前, 稍后再试",
+                &e.to_string(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("600"));
+            return r;
+        }
     }
     if let Some(field) = report.rollup_fields() {
         tracing::warn!(%peer, agent = %agent.id, report = %report.report_id, field, "report refused: roll-up field (422)");
@@ -273,7 +356,7 @@ async fn ingest(
         && report.is_leak_only()
         && s.store.is_below(&report.unit_id, &agent.unit_id).await.unwrap_or(false);
     if report.agent_id != agent.id || (report.unit_id != agent.unit_id && !listener_ok) {
-        tracing::warn!(%peer, agent = %agent.id, claimed_agent = %report.agent_id, claimed_unit = %report.unit_id, "report names another agent or unit: 403");
+        tracing::warn!(%peer, agent = %agent.id, claimed_agent = ?report.agent_id, claimed_unit = ?report.unit_id, "report names another agent or unit: 403");
         return reject(
             StatusCode::FORBIDDEN,
             "报告所属单位或代理与凭据不符",
@@ -346,7 +429,8 @@ async fn enroll(
     body: Body,
 ) -> Response {
     let peer = peer_of(&conn);
-    let held = match s.budget.read(&headers, body, MAX_ENROL_BODY).await {
+    let source = conn.as_ref().map(|c| c.peer.ip());
+    let held = match s.budgets.strangers.read(&headers, body, MAX_ENROL_BODY, source).await {
         Ok(h) => h,
         Err(e) => {
             warn_throttled!("enrol_body", %peer, problem = ?e, "注册请求体被拒绝 (enrolment body refused)");
@@ -381,7 +465,7 @@ async fn enroll(
     {
         Ok(Some(unit_id)) => {
             s.metrics.enrolled.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%peer, agent = %agent_id, unit = %unit_id, host = %hostname, "代理已注册 (agent enrolled)");
+            tracing::info!(%peer, agent = %agent_id, unit = %unit_id, host = ?hostname, "代理已注册 (agent enrolled)");
             let body = serde_json::json!({
                 "agent_id": agent_id,
                 "unit_id": unit_id,
@@ -396,7 +480,7 @@ async fn enroll(
                 .into_response()
         }
         Ok(None) => {
-            warn_throttled!("enrol_refused", %peer, host = %hostname, "注册令牌无效、已使用或已过期 (enrolment with an unknown, used or expired token): 401");
+            warn_throttled!("enrol_refused", %peer, host = ?hostname, "注册令牌无效、已使用或已过期 (enrolment with an unknown, used or expired token): 401");
             error(
                 StatusCode::UNAUTHORIZED,
                 "注册令牌无效、已使用或已过期",

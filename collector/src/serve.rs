@@ -52,7 +52,7 @@ async fn prepare_with(config: &CollectorConfig, log: bool) -> Result<(Store, Str
     }
     let rubric = crate::offline::load_rubric(config.rubric.as_deref()).map_err(|e| e.to_string())?;
     let url = config.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         let path = path.split('?').next().unwrap_or(path);
         private_file(std::path::Path::new(path))?;
     }
@@ -150,15 +150,15 @@ pub async fn serve_with(
     if let Some(url) = config.webhook_url.clone() {
         tokio::spawn(crate::alerts::webhook_loop(store.clone(), url));
     }
-    let budget = crate::bodies::Budget::new(
+    let budgets = crate::bodies::Budgets::new(
         config.max_inflight_body_mib,
         Duration::from_secs(config.body_timeout_secs),
     );
     // The dashboard and its JSON API beside the agents' API.
     let rubric = crate::offline::load_rubric(config.rubric.as_deref()).map_err(|e| e.to_string())?;
-    let web = crate::web::router(store.clone(), rubric, &config, budget.clone());
+    let web = crate::web::router(store.clone(), rubric, &config, budgets.clone());
     let backend = store.backend();
-    let state = Arc::new(AppState::new(store, ca_pem, &config, budget, tracker.clone()));
+    let state = Arc::new(AppState::new(store, ca_pem, &config, budgets, tracker.clone()));
     let app = harden(router(state).merge(web));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -153,7 +153,7 @@ CREATE TABLE alerts (
     ),
     (
         4,
-        "who may withdraw an entry: its author's role",
+        "who may withdraw an entry: its author's role; roll-ups rebuilt with the probe interval clamped",
         r#"
 ALTER TABLE manual_entries ADD COLUMN author_role TEXT
 "#,
@@ -324,8 +324,10 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
+            // Only the scheme: the rest may hold a password.
+            let scheme = url.split(':').next().unwrap_or("");
             return Err(StoreError::Invalid(format!(
-                "不支持的数据库地址 `{url}`: 应为 sqlite://路径 或 postgres://… (unsupported database URL)"
+                "不支持的数据库地址 (scheme `{scheme}:`): 应为 sqlite://路径 或 postgres://… (unsupported database URL)"
             )));
         };
         let url = match backend {
@@ -406,8 +408,10 @@ impl Store {
             tracing::info!(version, name, "database migration applied");
             applied.push(*version);
         }
-        if applied.contains(&3) {
+        if applied.contains(&3) || applied.contains(&4) {
             // Roll-ups came with migration 3: build them for the reports already stored.
+            // Migration 4 came with the clamped probe interval: runs joined before it across
+            // gaps no agent's schedule allows are rebuilt.
             let n = self.rebuild_rollups().await?;
             if n > 0 {
                 tracing::info!(digests = n, "daily roll-ups built for the stored reports");

@@ -407,7 +407,11 @@ async fn big_stalled_bodies_with_a_valid_credential_are_bounded_by_the_budget_an
         |c| add_unit(c, "t"),
     );
     s.ready().await;
-    let (_, credential) = enrolled_agent(&s, "t").await;
+    // Thirteen agents (each may have four reports under way), so the budget decides.
+    let mut credentials = Vec::new();
+    for _ in 0..13 {
+        credentials.push(enrolled_agent(&s, "t").await.1);
+    }
     // Under the 4 MiB limit, so the body would be read: the budget decides.
     const LENGTH: u64 = 4_000_000;
     let fits = (16 * 1024) / LENGTH.div_ceil(1024) as usize;
@@ -415,8 +419,8 @@ async fn big_stalled_bodies_with_a_valid_credential_are_bounded_by_the_budget_an
     let s = Arc::new(s);
     let started = Instant::now();
     let attacks: Vec<_> = (0..50)
-        .map(|_| {
-            let (s, c) = (s.clone(), credential.clone());
+        .map(|i| {
+            let (s, c) = (s.clone(), credentials[i % credentials.len()].clone());
             tokio::spawn(async move { big_body(&s, &c, LENGTH, Duration::from_secs(30)).await })
         })
         .collect();
@@ -668,6 +672,17 @@ async fn the_log_names_failures_and_limits_in_json_and_never_a_secret() {
         .await
         .expect("post");
     assert_eq!(status, 401);
+    // A password typed into the name box, with a line break to forge a log line.
+    let typed = "Typed-Into-Name-Box-7%0Aforged-log-line";
+    let (status, _) = s
+        .post(
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &format!("user={typed}&password=x"),
+        )
+        .await
+        .expect("login");
+    assert_eq!(status, 401);
     let form = format!("user=admin&password={WRONG}");
     for _ in 0..6 {
         let _ = s
@@ -744,6 +759,8 @@ async fn the_log_names_failures_and_limits_in_json_and_never_a_secret() {
         token.secret.as_str(),
         token_line.as_str(),
         credential.as_str(),
+        "Typed-Into-Name-Box-7",
+        "forged-log-line",
     ] {
         assert!(!log.contains(secret), "a secret is in the log: {secret}");
     }
@@ -795,4 +812,99 @@ async fn the_data_directory_and_database_are_private_even_when_they_were_not() {
     assert!(dir.join("kaohe.db-wal").exists(), "WAL mode made its file");
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends the headers of a POST and part of its body from `source`, then stalls; returns
+/// the connection so that it stays open.
+async fn stalled_post(
+    s: &Server,
+    source: std::net::Ipv4Addr,
+    path: &str,
+    length: usize,
+    sent: usize,
+) -> Option<TlsStream<TcpStream>> {
+    let mut c = s.tls_from(source).await.ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.ok()?;
+    c.write_all(&vec![b'a'; sent]).await.ok()?;
+    c.flush().await.ok()?;
+    Some(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_holding_login_and_enrolment_bodies_cannot_starve_agents_or_other_sources() {
+    if !can_run("1,000 file descriptors", many_fds(4096)) {
+        return;
+    }
+    let s = Server::start("strangers", "", None, &[], |c| add_unit(c, "t"));
+    s.ready().await;
+    let (agent, credential) = enrolled_agent(&s, "t").await;
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    // 1,050 login, enrolment and dashboard-form requests from one address, without a
+    // session: headers declaring bodies (1,050 × up to 64 KiB is more than the whole body
+    // budget), a little of each body, then nothing.
+    let mut held = Vec::new();
+    for i in 0..1050 {
+        let (path, length, sent) = match i % 3 {
+            0 => ("/login", 4096, 2048),
+            1 => ("/api/v1/enroll", 16384, 8192),
+            _ => ("/units/t/entries", 65536, 1024),
+        };
+        if let Some(c) = stalled_post(&s, attacker, path, length, sent).await {
+            held.push(c);
+        }
+    }
+    // An agent's report still goes through at once…
+    let now = chrono::Utc::now();
+    let r = kaohe_rubric::Report::empty(
+        uuid::Uuid::new_v4(),
+        &agent,
+        "t",
+        1,
+        now,
+        kaohe_rubric::evidence::HostFacts {
+            hostname: "h".into(),
+            os: "linux".into(),
+            boot_time: None,
+            agent_version: "t".into(),
+            agent_started_at: None,
+        },
+    );
+    let auth = format!("Bearer {credential}");
+    let t = Instant::now();
+    let (status, text) = s
+        .post(
+            "/api/v1/reports",
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &serde_json::to_string(&r).expect("json"),
+        )
+        .await
+        .expect("report");
+    let took = t.elapsed();
+    assert_eq!(status, 200, "{text}");
+    // …and a stranger from another address can still enrol.
+    let token = s.cli(&["token", "create", "--unit", "t"], &[]);
+    let token = kaohe_rubric::enrolment::Token::decode(&token).expect("token");
+    let body = serde_json::json!({"secret": token.secret, "hostname": "h2", "agent_version": "t"}).to_string();
+    let req = format!(
+        "POST /api/v1/enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = s
+        .request_from(std::net::Ipv4Addr::new(127, 0, 0, 3), req.as_bytes())
+        .await
+        .expect("enrol");
+    assert_eq!(status, 200, "{text}");
+    println!(
+        "1,050 stalled login/enrolment/form bodies from one address ({} connections held): an agent's report in {took:?}, another address enrols",
+        held.len()
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let log = s.log_text();
+    assert!(
+        log.contains("enrol_body") || log.contains("dashboard_body"),
+        "the log names the refused bodies"
+    );
 }

@@ -1,117 +1,91 @@
-//! What an agent may claim: the ranges the collector checks at ingest, so that one report
-//! can never account for more than its own interval, and text the databases cannot store
-//! is refused before it reaches them.
+//! What an agent may claim: the ranges the collector checks at ingest, so that no report
+//! buys time it did not observe, and text the databases cannot store is refused before it
+//! reaches them. Nothing here refuses what a working agent may send: a report is refused
+//! for good only for values no agent produces.
 //!
-//! - `probes.interval_secs` is 1..=[`MAX_PROBE_INTERVAL_SECS`] (the most an agent's
-//!   `schedule.probe_interval_secs` allows); scoring also clamps it (for reports stored
-//!   before this check), so a sample stands for at most `sample_tolerance` × one hour.
-//! - A report is not dated more than [`MAX_CLOCK_AHEAD`] after it arrives; the times of
-//!   what it observed (samples, isolation rounds, checks, findings, the end of outages, the
-//!   last sighting of a device) lie within [`MAX_BATCH_SPAN`] before its `created_at` and
-//!   [`MAX_EVENT_AHEAD`] after it; an outage ends after it starts, a device is last seen
-//!   after it is first seen.
-//! - Round-trip times and latencies are finite, 0..=1 hour; a daily check's `failed` is at
-//!   most its `checked`.
+//! - `probes.interval_secs` is clamped, not refused: scoring and roll-ups take it as at
+//!   most [`MAX_PROBE_INTERVAL_SECS`] (what an agent's `schedule.probe_interval_secs` may
+//!   be), so a sample stands for at most `sample_tolerance` × one hour, whatever it says.
+//! - Nothing may be dated more than [`MAX_CLOCK_AHEAD`] after the collector's clock: such a
+//!   report is not refused for good but asked to come back later ([`Bounds::ClockAhead`]),
+//!   since it will be acceptable once its time has come (an agent host whose clock is
+//!   ahead, e.g. local time taken as UTC). Times in the past are the agent's to report (a
+//!   spool delivers days late; a host resumed from suspend reports what it saw before).
+//! - Round-trip times and latencies are 0..=1 hour; a daily check's `failed` is at most
+//!   its `checked`.
 //! - No string (nor key) holds U+0000, which PostgreSQL cannot store in text.
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::evidence::{EvidenceError, Report};
+use crate::evidence::Report;
 
-/// The longest probe interval an agent may report, seconds.
+/// The longest probe interval scoring takes, seconds.
 pub const MAX_PROBE_INTERVAL_SECS: u32 = 3600;
 
-/// How far ahead of the collector's clock a report may be dated.
+/// How far ahead of the collector's clock anything in a report may be dated.
 pub const MAX_CLOCK_AHEAD: Duration = Duration::hours(1);
-
-/// How long before its `created_at` a report's observations may lie (a batch covers one
-/// report interval, at most an hour; a day leaves room for a stalled agent).
-pub const MAX_BATCH_SPAN: Duration = Duration::days(1);
-
-/// How long after its `created_at` an observation may lie (clock steps while a batch is
-/// put together).
-pub const MAX_EVENT_AHEAD: Duration = Duration::minutes(10);
 
 /// The longest round trip or latency taken as real, milliseconds.
 const MAX_RTT_MS: f64 = 3_600_000.0;
 
-/// A probe interval as scoring may use it: 1..=[`MAX_PROBE_INTERVAL_SECS`].
+/// A probe interval as scoring takes it: 1..=[`MAX_PROBE_INTERVAL_SECS`].
 pub fn clamp_interval(secs: u32) -> u32 {
     secs.clamp(1, MAX_PROBE_INTERVAL_SECS)
 }
 
-fn invalid(path: impl Into<String>, message: impl Into<String>) -> EvidenceError {
-    EvidenceError::Invalid {
+/// What is wrong with a report's numbers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Bounds {
+    /// A value no agent produces: refuse the report for good.
+    #[error("报告字段 {path} 超出范围 (out of range): {message}")]
+    Invalid { path: String, message: String },
+    /// Dated ahead of the collector's clock: acceptable later, not now.
+    #[error(
+        "报告字段 {path} 的时间 {at} 比采集中心时间超前 {ahead_secs} 秒, 请检查代理主机时钟 (dated {ahead_secs} s ahead of the collector's clock: check the agent host's clock)"
+    )]
+    ClockAhead { path: String, at: String, ahead_secs: i64 },
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> Bounds {
+    Bounds::Invalid {
         path: path.into(),
         message: message.into(),
     }
 }
 
 impl Report {
-    /// Checks every duration, count and time the agent sent against what an agent's
-    /// schedule allows; the error names the field. `received_at` is the collector's clock.
-    pub fn check_bounds(&self, received_at: DateTime<Utc>) -> Result<(), EvidenceError> {
-        let i = self.probes.interval_secs;
-        // A report without samples (a listener's, an agent without targets) may leave it 0.
-        let lowest = u32::from(!self.probes.samples.is_empty());
-        if !(lowest..=MAX_PROBE_INTERVAL_SECS).contains(&i) {
-            return Err(invalid(
-                "probes.interval_secs",
-                format!(
-                    "{i} 超出范围 {lowest}..={MAX_PROBE_INTERVAL_SECS} 秒 (out of range {lowest}..={MAX_PROBE_INTERVAL_SECS} s)"
-                ),
-            ));
-        }
-        if self.created_at > received_at + MAX_CLOCK_AHEAD {
-            return Err(invalid(
-                "created_at",
-                format!(
-                    "{} 晚于采集中心时间 {} 超过 1 小时, 请检查代理主机时钟 (more than an hour ahead of the collector's clock: check the agent host's clock)",
-                    self.created_at.to_rfc3339(),
-                    received_at.to_rfc3339()
-                ),
-            ));
-        }
-        let earliest = self.created_at - MAX_BATCH_SPAN;
-        let latest = self.created_at + MAX_EVENT_AHEAD;
-        let at = |path: String, t: DateTime<Utc>| -> Result<(), EvidenceError> {
-            if t < earliest || t > latest {
-                return Err(invalid(
+    /// Checks the numbers the agent sent; the error names the field. `received_at` is the
+    /// collector's clock.
+    pub fn check_bounds(&self, received_at: DateTime<Utc>) -> Result<(), Bounds> {
+        let latest = received_at + MAX_CLOCK_AHEAD;
+        let at = |path: String, t: DateTime<Utc>| -> Result<(), Bounds> {
+            if t > latest {
+                return Err(Bounds::ClockAhead {
                     path,
-                    format!(
-                        "时间 {} 不在报告时间 {} 之前 1 天至之后 10 分钟内 (not within a day before and 10 minutes after the report's created_at)",
-                        t.to_rfc3339(),
-                        self.created_at.to_rfc3339()
-                    ),
-                ));
+                    at: t.to_rfc3339(),
+                    ahead_secs: (t - received_at).num_seconds(),
+                });
             }
             Ok(())
         };
-        let ms = |path: String, v: Option<f64>| -> Result<(), EvidenceError> {
+        let ms = |path: String, v: Option<f64>| -> Result<(), Bounds> {
             match v {
                 Some(x) if !(x.is_finite() && (0.0..=MAX_RTT_MS).contains(&x)) => Err(invalid(
                     path,
-                    format!("{x} 毫秒超出范围 0..=3600000 (milliseconds out of range)"),
+                    format!("{x} 毫秒, 应在 0..=3600000 (milliseconds, must be 0..=3600000)"),
                 )),
                 _ => Ok(()),
             }
         };
+        at("created_at".into(), self.created_at)?;
         for (n, s) in self.probes.samples.iter().enumerate() {
             at(format!("probes.samples[{n}].at"), s.at)?;
             ms(format!("probes.samples[{n}].rtt_ms"), s.rtt_ms)?;
         }
         for (n, o) in self.outages.iter().enumerate() {
-            if o.start > latest {
-                at(format!("outages[{n}].start"), o.start)?;
-            }
+            at(format!("outages[{n}].start"), o.start)?;
             if let Some(end) = o.end {
                 at(format!("outages[{n}].end"), end)?;
-                if end < o.start {
-                    return Err(invalid(
-                        format!("outages[{n}].end"),
-                        "结束早于开始 (ends before it starts)",
-                    ));
-                }
             }
         }
         for (n, r) in self.isolation.iter().enumerate() {
@@ -122,12 +96,6 @@ impl Report {
         }
         for (n, o) in self.inventory.iter().enumerate() {
             at(format!("inventory[{n}].last_seen"), o.last_seen)?;
-            if o.first_seen > o.last_seen {
-                return Err(invalid(
-                    format!("inventory[{n}].first_seen"),
-                    "晚于 last_seen (after last_seen)",
-                ));
-            }
         }
         for (n, s) in self.services.iter().enumerate() {
             at(format!("services[{n}].at"), s.at)?;
@@ -228,40 +196,43 @@ mod tests {
     }
 
     #[test]
-    fn an_interval_no_schedule_allows_is_refused_naming_the_field() {
+    fn an_interval_is_clamped_not_refused() {
         let mut r = report(now());
         r.probes.interval_secs = u32::MAX;
-        let e = r.check_bounds(now()).expect_err("out of range").to_string();
-        assert!(e.contains("probes.interval_secs") && e.contains("4294967295"), "{e}");
-        r.probes.interval_secs = 0;
-        assert!(r.check_bounds(now()).is_err());
-        r.probes.interval_secs = 3600;
-        assert!(r.check_bounds(now()).is_ok());
-        r.probes.samples.clear();
-        r.probes.interval_secs = 0;
-        assert!(r.check_bounds(now()).is_ok(), "no samples: no interval needed");
+        assert!(r.check_bounds(now()).is_ok(), "scoring clamps it");
+        assert_eq!(clamp_interval(u32::MAX), MAX_PROBE_INTERVAL_SECS);
+        assert_eq!(clamp_interval(0), 1);
+        assert_eq!(clamp_interval(30), 30);
     }
 
     #[test]
-    fn times_outside_the_report_and_a_clock_far_ahead_are_refused() {
+    fn a_report_from_the_future_is_asked_to_come_back_and_the_past_is_fine() {
+        let r = report(now() + Duration::hours(8));
+        match r.check_bounds(now()) {
+            Err(Bounds::ClockAhead { path, ahead_secs, .. }) => {
+                assert_eq!((path.as_str(), ahead_secs), ("created_at", 8 * 3600));
+            }
+            other => panic!("{other:?}"),
+        }
         let mut r = report(now());
-        r.probes.samples[0].at = now() - Duration::days(30);
-        let e = r.check_bounds(now()).expect_err("a month before").to_string();
+        r.probes.samples[0].at = now() + Duration::hours(2);
+        let e = r.check_bounds(now()).expect_err("a sample from the future").to_string();
         assert!(e.contains("probes.samples[0].at"), "{e}");
-        let r = report(now() + Duration::hours(2));
-        let e = r.check_bounds(now()).expect_err("ahead").to_string();
-        assert!(e.contains("created_at"), "{e}");
-        // An old report delivered late (the spool) is fine.
-        assert!(report(now() - Duration::days(20)).check_bounds(now()).is_ok());
+        // A spool delivering a month late, a host resumed after a week: fine.
+        assert!(report(now() - Duration::days(30)).check_bounds(now()).is_ok());
+        let mut r = report(now());
+        r.probes.samples[0].at = now() - Duration::days(7);
+        assert!(r.check_bounds(now()).is_ok());
     }
 
     #[test]
-    fn odd_numbers_are_refused() {
+    fn numbers_no_agent_produces_are_refused_naming_the_field() {
         let mut r = report(now());
         r.probes.samples[0].rtt_ms = Some(f64::NAN);
-        assert!(r.check_bounds(now()).is_err());
+        assert!(matches!(r.check_bounds(now()), Err(Bounds::Invalid { .. })));
         r.probes.samples[0].rtt_ms = Some(-1.0);
-        assert!(r.check_bounds(now()).is_err());
+        let e = r.check_bounds(now()).expect_err("negative").to_string();
+        assert!(e.contains("probes.samples[0].rtt_ms"), "{e}");
     }
 
     #[test]

@@ -317,12 +317,22 @@ pub const SOURCE_REFILL_PER_SEC: f64 = 1.0 / 30.0;
 /// Password checks the whole process allows: a burst and a sustained rate.
 pub const GLOBAL_BURST: f64 = 100.0;
 pub const GLOBAL_PER_SEC: f64 = 20.0;
+/// Failures of a name from a source are forgotten only after this long without one (a
+/// success forgets them at once), so waiting out the longest back-off does not bring
+/// back the free attempts.
+pub const FORGIVE_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Entries each table keeps at most (about 100 bytes each, whatever the names).
 pub const MAX_ENTRIES: usize = 50_000;
 
 /// A user name as the limiter keys it: a hash, so a 60,000-character name costs what a
 /// short one does.
 type NameKey = [u8; 16];
+
+/// A short tag of a user name for the log (8 hex digits of its SHA-256): lines of the
+/// same name can be matched without the name itself, which may be a mistyped password.
+pub fn name_tag(name: &str) -> String {
+    name_key(name)[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
 
 fn name_key(name: &str) -> NameKey {
     let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
@@ -402,6 +412,7 @@ impl LoginLimiter {
     /// parallel attempts cannot all slip past a limit), or says which limit refuses it.
     /// A success gives the source its token back ([`LoginLimiter::succeeded`]).
     pub fn attempt(&self, name: &str, source: IpAddr, now: Instant) -> Result<(), Refusal> {
+        let source = crate::bodies::source_key(source);
         let key = (name_key(name), source);
         let mut l = self.lock();
         if let Some(b) = l.pairs.get(&key)
@@ -438,6 +449,7 @@ impl LoginLimiter {
     /// The password was wrong: one more failure for the name from this source; past
     /// [`FREE_FAILURES`] the back-off doubles.
     pub fn failed(&self, name: &str, source: IpAddr, now: Instant) {
+        let source = crate::bodies::source_key(source);
         let key = (name_key(name), source);
         let mut l = self.lock();
         if l.pairs.len() >= MAX_ENTRIES && !l.pairs.contains_key(&key) {
@@ -448,8 +460,8 @@ impl LoginLimiter {
             until: now,
             last: now,
         });
-        // A quiet spell as long as the longest back-off forgives the past.
-        if now.saturating_duration_since(b.last) > MAX_BACKOFF {
+        // A day without failures forgives the past.
+        if now.saturating_duration_since(b.last) > FORGIVE_AFTER {
             b.failures = 0;
         }
         b.failures += 1;
@@ -464,6 +476,7 @@ impl LoginLimiter {
     /// The password was right: the name's failures from this source are forgotten and the
     /// source's token comes back.
     pub fn succeeded(&self, name: &str, source: IpAddr, now: Instant) {
+        let source = crate::bodies::source_key(source);
         let mut l = self.lock();
         l.pairs.remove(&(name_key(name), source));
         if let Some(b) = l.sources.get_mut(&source) {
@@ -481,7 +494,7 @@ impl LoginLimiter {
 
 /// Drops back-offs that are over and forgiven; if that is not enough, the oldest half.
 fn prune_pairs(pairs: &mut HashMap<(NameKey, IpAddr), Backoff>, now: Instant) {
-    pairs.retain(|_, b| b.until > now || now.saturating_duration_since(b.last) < MAX_BACKOFF);
+    pairs.retain(|_, b| b.until > now || now.saturating_duration_since(b.last) < FORGIVE_AFTER);
     if pairs.len() >= MAX_ENTRIES {
         let mut ages: Vec<Instant> = pairs.values().map(|b| b.last).collect();
         ages.sort_unstable();
@@ -777,7 +790,17 @@ mod tests {
         }
         let wait = l.attempt("admin", ip(1), t).expect_err("locked").retry_after();
         assert!(wait <= MAX_BACKOFF, "{wait:?}");
-        assert!(l.attempt("admin", ip(1), t + MAX_BACKOFF).is_ok(), "never indefinitely");
+        let after = t + MAX_BACKOFF;
+        assert!(l.attempt("admin", ip(1), after).is_ok(), "never indefinitely");
+        // Waiting out the cap does not bring back the free attempts: one more failure and
+        // the name backs off the longest again.
+        l.failed("admin", ip(1), after);
+        assert_eq!(
+            l.attempt("admin", ip(1), after)
+                .expect_err("still backing off")
+                .retry_after(),
+            MAX_BACKOFF
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use kaohe_rubric::period::Period;
 use kaohe_rubric::rubric::Rubric;
 
-use crate::bodies::Budget;
+use crate::bodies::Budgets;
 use crate::config::CollectorConfig;
 use crate::store::{Store, StoreError, Unit};
 use auth::{LoginLimiter, SESSION_COOKIE, Session};
@@ -77,16 +77,20 @@ pub struct WebState {
     pub logins: LoginLimiter,
 }
 
-/// The dashboard's router, to merge beside the agents' API. Request bodies are read
-/// through `budget` (bounded in size, time and total memory), and every POST must come from
-/// this origin.
-pub fn router(store: Store, rubric: Rubric, config: &CollectorConfig, budget: Budget) -> Router {
+/// The dashboard's router, to merge beside the agents' API. A POST's body is read only
+/// after its session is checked (the login form's, with the strangers' budget), bounded in
+/// size, time and memory, and every POST must come from this origin.
+pub fn router(store: Store, rubric: Rubric, config: &CollectorConfig, budgets: Budgets) -> Router {
     let state = Arc::new(WebState {
         store,
         rubric,
         session_hours: config.session_hours.max(1),
         logins: LoginLimiter::default(),
     });
+    let guarded = Guarded {
+        web: state.clone(),
+        budgets,
+    };
     Router::new()
         .route("/", get(pages::root))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -104,18 +108,43 @@ pub fn router(store: Store, rubric: Rubric, config: &CollectorConfig, budget: Bu
             get(api::unit_get).post(api::unit_post),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(budget, guard))
+        .layer(axum::middleware::from_fn_with_state(guarded, guard))
         .with_state(state)
 }
 
-/// Before any dashboard handler: a POST must come from this origin (login CSRF and the
-/// like; the CSRF token still guards every form), and its body is read whole, bounded.
-async fn guard(State(budget): State<Budget>, req: Request, next: Next) -> Response {
+/// Largest login form: a user name (at most 64 characters) and a password.
+const MAX_LOGIN_BODY: usize = 4 * 1024;
+
+/// What the guard in front of every dashboard handler needs.
+#[derive(Debug, Clone)]
+struct Guarded {
+    web: Arc<WebState>,
+    budgets: Budgets,
+}
+
+/// Before any dashboard handler: a URL holding U+0000 is refused (no database stores it);
+/// a POST must come from this origin (login CSRF and the like; the CSRF token still guards
+/// every form) and have a live session — except the login form — before its body is read,
+/// whole and bounded. A POST with a session is served (never closed to make room).
+async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    if parts.method == Method::POST && !same_origin(&parts.headers) {
+    let peer = crate::conns::peer(&parts.extensions);
+    let shown_peer = peer.map_or_else(|| "-".into(), |p| p.to_string());
+    if parts.uri.path().contains("%00") || parts.uri.query().is_some_and(|q| q.contains("%00")) {
+        return refuse(
+            &parts,
+            StatusCode::BAD_REQUEST,
+            "地址含有 NUL 字符 (the address holds a NUL character)",
+        );
+    }
+    if parts.method != Method::POST {
+        // Other methods carry no body the dashboard reads.
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    if !same_origin(&parts.headers) {
         crate::warn_throttled!(
             "cross_origin_post",
-            peer = %crate::conns::peer(&parts.extensions).map_or_else(|| "-".into(), |p| p.to_string()),
+            peer = %shown_peer,
             path = %parts.uri.path(),
             "跨站 POST 被拒绝 (a POST from another origin was refused): 403"
         );
@@ -125,22 +154,59 @@ async fn guard(State(budget): State<Budget>, req: Request, next: Next) -> Respon
             "请求来源与本站不符 (the request comes from another site)",
         );
     }
-    let held = match budget.read(&parts.headers, body, MAX_BODY).await {
+    let login = parts.uri.path() == "/login";
+    let (budget, limit, source) = if login {
+        (&g.budgets.strangers, MAX_LOGIN_BODY, peer.map(|p| p.ip()))
+    } else {
+        match g.web.session(&parts.headers).await {
+            Ok(_) => {
+                if let Some(c) = parts.extensions.get::<crate::conns::Conn>() {
+                    c.serving();
+                }
+                (&g.budgets.members, MAX_BODY, None)
+            }
+            Err(WebError::Login) if !parts.uri.path().starts_with("/api/") => {
+                let mut r = StatusCode::SEE_OTHER.into_response();
+                r.headers_mut()
+                    .insert(header::LOCATION, axum::http::HeaderValue::from_static("/login"));
+                return r;
+            }
+            Err(e) => {
+                let mut r = refuse(&parts, e.status(), &e.message());
+                e.mark(&mut r, None);
+                return r;
+            }
+        }
+    };
+    let held = match budget.read(&parts.headers, body, limit, source).await {
         Ok(h) => h,
         Err(e) => {
             crate::warn_throttled!(
                 "dashboard_body",
-                peer = %crate::conns::peer(&parts.extensions).map_or_else(|| "-".into(), |p| p.to_string()),
+                peer = %shown_peer,
+                path = %parts.uri.path(),
                 problem = ?e,
+                max_body_kib = limit / 1024,
                 "管理平台请求体被拒绝 (dashboard request body refused)"
             );
             let (status, message) = e.status_and_message();
             return refuse(&parts, status, &message);
         }
     };
-    // A whole, small body: the request is served now, not closed to make room.
-    if let Some(c) = parts.extensions.get::<crate::conns::Conn>() {
-        c.serving();
+    // U+0000 in a form field (%00: a literal % is %25) or in JSON (\u0000): no database
+    // stores it.
+    let text = String::from_utf8_lossy(&held.bytes);
+    let nul = text
+        .split('&')
+        .find(|pair| pair.contains("%00"))
+        .map(|pair| pair.split('=').next().unwrap_or("").to_string())
+        .or_else(|| kaohe_rubric::bounds::nul_in_json(&text));
+    if let Some(field) = nul {
+        return refuse(
+            &parts,
+            StatusCode::BAD_REQUEST,
+            &format!("{field} 含有 NUL 字符, 无法保存 ({field} holds a NUL character, which cannot be stored)"),
+        );
     }
     let req = Request::from_parts(parts, axum::body::Body::from(held.bytes.clone()));
     let resp = next.run(req).await;

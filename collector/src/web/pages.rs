@@ -210,7 +210,7 @@ pub async fn login(
         let wait = refusal.retry_after().as_secs().max(1);
         crate::warn_throttled!(
             "login_limited",
-            user = %shown,
+            name_hash = %auth::name_tag(&name),
             %source,
             limit = refusal.limit(),
             retry_after_secs = wait,
@@ -266,9 +266,21 @@ pub async fn login(
         .await
         .unwrap_or(false);
     drop(permit);
+    let known = user.is_some();
     let Some(user) = user.filter(|_| ok) else {
         st.logins.failed(&name, source, std::time::Instant::now());
-        crate::warn_throttled!("login_failed", user = %shown, %source, "管理平台登录失败 (dashboard login failed): 401");
+        // The name of a user that exists (as `?`, so no line break can forge a line); for
+        // any other name only a tag, since people type passwords into the name box.
+        if known {
+            crate::warn_throttled!("login_failed", user = ?shown, %source, "管理平台登录失败 (dashboard login failed): 401");
+        } else {
+            crate::warn_throttled!(
+                "login_failed",
+                name_hash = %auth::name_tag(&name),
+                %source,
+                "管理平台登录失败, 用户不存在 (dashboard login failed: no such user): 401"
+            );
+        }
         return login_page(
             lang,
             &query,
