@@ -177,7 +177,7 @@ impl CollectorConfig {
             "agent_reports_per_minute",
             u64::from(self.agent_reports_per_minute),
             1,
-            1_000_000,
+            u64::from(u32::MAX),
         )?;
         range("session_hours", u64::from(self.session_hours), 1, 168)?;
         range("max_connections", self.max_connections as u64, 16, 1_000_000)?;

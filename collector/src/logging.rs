@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
-    /// One readable line per event (journald adds the time).
+    /// One readable line per event, with its time and level.
     #[default]
     Text,
     /// One JSON object per line.

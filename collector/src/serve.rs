@@ -31,13 +31,15 @@ pub async fn prepare(config: &CollectorConfig) -> Result<(Store, String), String
 async fn prepare_with(config: &CollectorConfig, log: bool) -> Result<(Store, String), String> {
     let say = |m: String| {
         if log {
-            tracing::warn!("{m}");
+            tracing::info!("{m}");
         } else {
             eprintln!("{m}");
         }
     };
     create_private_dir(&config.data_dir)?;
     let made = tls::ensure(&config.tls_dir(), &config.certificate_names())?;
+    // The CA key is in it.
+    create_private_dir(&config.tls_dir())?;
     let fingerprint = tls::ca_fingerprint(&TlsFiles::in_dir(&config.tls_dir()))?;
     match made {
         tls::Made::Everything => say(format!(
@@ -62,11 +64,11 @@ async fn prepare_with(config: &CollectorConfig, log: bool) -> Result<(Store, Str
     Ok((store, fingerprint))
 }
 
-/// Creates `dir` if needed and sets it to 0700.
+/// Creates `dir` if needed and sets it to 0700 (the data directory, and its `tls/`).
 fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
     let fail = |e: std::io::Error| {
         format!(
-            "无法创建数据目录 {} (cannot create the data directory): {e}",
+            "无法创建或保护目录 {} (cannot create the directory or make it private): {e}",
             dir.display()
         )
     };

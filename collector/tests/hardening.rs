@@ -797,6 +797,7 @@ async fn the_data_directory_and_database_are_private_even_when_they_were_not() {
         .expect("unit");
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700, "the data directory");
+    assert_eq!(mode(&dir.join("tls")), 0o700, "the TLS directory (the CA key)");
     for f in [
         "kaohe.db",
         "kaohe.db-wal",
