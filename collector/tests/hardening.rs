@@ -280,6 +280,24 @@ async fn enrolled_agent(s: &Server, unit: &str) -> (String, String) {
     )
 }
 
+/// A report of `agent` for `unit`, made now, with nothing in it.
+fn empty_report(agent: &str, unit: &str) -> kaohe_rubric::Report {
+    kaohe_rubric::Report::empty(
+        uuid::Uuid::new_v4(),
+        agent,
+        unit,
+        1,
+        chrono::Utc::now(),
+        kaohe_rubric::evidence::HostFacts {
+            hostname: "h".into(),
+            os: "linux".into(),
+            boot_time: None,
+            agent_version: "t".into(),
+            agent_started_at: None,
+        },
+    )
+}
+
 fn add_unit(config: &Path, id: &str) {
     cli(
         config,
@@ -629,21 +647,8 @@ async fn the_log_names_failures_and_limits_in_json_and_never_a_secret() {
     );
 
     // An isolation breach: an alert for the webhook, which refuses connections.
-    let now = chrono::Utc::now();
-    let mut r = kaohe_rubric::Report::empty(
-        uuid::Uuid::new_v4(),
-        &agent,
-        "t",
-        1,
-        now,
-        kaohe_rubric::evidence::HostFacts {
-            hostname: "h".into(),
-            os: "linux".into(),
-            boot_time: None,
-            agent_version: "t".into(),
-            agent_started_at: None,
-        },
-    );
+    let mut r = empty_report(&agent, "t");
+    let now = r.created_at;
     r.checks.isolation = kaohe_rubric::evidence::CheckStatus::Ran;
     r.isolation.push(kaohe_rubric::evidence::IsolationResult {
         at: now,
@@ -858,21 +863,7 @@ async fn strangers_holding_login_and_enrolment_bodies_cannot_starve_agents_or_ot
         }
     }
     // An agent's report still goes through at once…
-    let now = chrono::Utc::now();
-    let r = kaohe_rubric::Report::empty(
-        uuid::Uuid::new_v4(),
-        &agent,
-        "t",
-        1,
-        now,
-        kaohe_rubric::evidence::HostFacts {
-            hostname: "h".into(),
-            os: "linux".into(),
-            boot_time: None,
-            agent_version: "t".into(),
-            agent_started_at: None,
-        },
-    );
+    let r = empty_report(&agent, "t");
     let auth = format!("Bearer {credential}");
     let t = Instant::now();
     let (status, text) = s
