@@ -294,6 +294,13 @@ impl State {
         })
     }
 
+    /// The newest valid slot of a state file's contents.
+    fn newest(file: &[u8]) -> Option<State> {
+        (0..2)
+            .filter_map(|i| file.get(i * SLOT..(i + 1) * SLOT).and_then(State::decode))
+            .max_by_key(|s| s.generation)
+    }
+
     /// The same state, whatever the generation.
     fn same(&self, other: &State) -> bool {
         State {
@@ -321,9 +328,7 @@ impl StateFile {
         };
         let mut buf = Vec::with_capacity(2 * SLOT);
         file.read_to_end(&mut buf).map_err(io(path))?;
-        let best = (0..2)
-            .filter_map(|i| buf.get(i * SLOT..(i + 1) * SLOT).and_then(State::decode))
-            .max_by_key(|s| s.generation);
+        let best = State::newest(&buf);
         match best {
             Some(written) => Ok(Some(StateFile {
                 path: path.to_path_buf(),
@@ -624,10 +629,7 @@ pub fn peek(dir: &Path) -> Result<Option<Peek>, SpoolError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(&path)(e)),
     };
-    let state = (0..2)
-        .filter_map(|i| buf.get(i * SLOT..(i + 1) * SLOT).and_then(State::decode))
-        .max_by_key(|s| s.generation)
-        .ok_or_else(|| SpoolError::Corrupt { path: path.clone() })?;
+    let state = State::newest(&buf).ok_or_else(|| SpoolError::Corrupt { path: path.clone() })?;
     let waiting = list(dir)?;
     let kept = list(&dir.join(REJECTED_DIR))?;
     Ok(Some(Peek {

@@ -87,7 +87,7 @@ impl Writer {
     }
 
     /// Stores a report; returns once it is committed (or failed).
-    pub async fn store(&self, report: Report, body: String) -> Outcome {
+    pub async fn store(&self, report: Report, body: impl Into<Arc<str>>) -> Outcome {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         report.unit_id.hash(&mut h);
         let i = (h.finish() % self.senders.len() as u64) as usize;
@@ -95,7 +95,7 @@ impl Writer {
         let stopped = || WriteError::Transient("ingest writer stopped".into());
         self.senders[i]
             .send(Job {
-                item: (Arc::new(report), Arc::from(body)),
+                item: (Arc::new(report), body.into()),
                 reply,
             })
             .await

@@ -365,7 +365,7 @@ async fn ingest(
     }
     let report_id = report.report_id;
     let unit = report.unit_id.clone();
-    match s.writer.store(report, body.to_string()).await {
+    match s.writer.store(report, body).await {
         Ok(stored) => {
             let status = match stored {
                 Stored::New => {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -173,6 +173,7 @@ struct WithdrawInput {
 /// expires, optional period) → 201 `{"id"}`; `POST units/{id}/entries/withdraw` `{"id"}`.
 pub async fn unit_post(
     State(st): State<Arc<WebState>>,
+    checked: Option<Extension<Session>>,
     Path(rest): Path<String>,
     query: Q,
     headers: HeaderMap,
@@ -180,7 +181,7 @@ pub async fn unit_post(
 ) -> Response {
     let (id, suffix) = split_suffix(&rest, &["/entries/withdraw", "/entries"]);
     let r: Result<Response, WebError> = async {
-        let s: Session = st.session(&headers).await?;
+        let s: Session = st.posted_session(checked, &headers).await?;
         let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
         if !csrf_ok(&s, sent) {
             return Err(WebError::csrf());

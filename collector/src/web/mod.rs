@@ -127,14 +127,13 @@ struct Guarded {
 /// every form) and have a live session — except the login form — before its body is read,
 /// whole and bounded. A POST with a session is served (never closed to make room).
 async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let peer = crate::conns::peer(&parts.extensions);
     let shown_peer = peer.map_or_else(|| "-".into(), |p| p.to_string());
     if parts.uri.path().contains("%00") || parts.uri.query().is_some_and(|q| q.contains("%00")) {
         return refuse(
             &parts,
-            StatusCode::BAD_REQUEST,
-            "地址含有 NUL 字符 (the address holds a NUL character)",
+            &WebError::BadRequest("地址含有 NUL 字符 (the address holds a NUL character)".into()),
         );
     }
     if parts.method != Method::POST {
@@ -150,8 +149,7 @@ async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
         );
         return refuse(
             &parts,
-            StatusCode::FORBIDDEN,
-            "请求来源与本站不符 (the request comes from another site)",
+            &WebError::Forbidden("请求来源与本站不符 (the request comes from another site)".into()),
         );
     }
     let login = parts.uri.path() == "/login";
@@ -159,23 +157,15 @@ async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
         (&g.budgets.strangers, MAX_LOGIN_BODY, peer.map(|p| p.ip()))
     } else {
         match g.web.session(&parts.headers).await {
-            Ok(_) => {
+            Ok(session) => {
                 if let Some(c) = parts.extensions.get::<crate::conns::Conn>() {
                     c.serving();
                 }
+                // The handler takes it from here instead of looking it up again.
+                parts.extensions.insert(session);
                 (&g.budgets.members, MAX_BODY, None)
             }
-            Err(WebError::Login) if !parts.uri.path().starts_with("/api/") => {
-                let mut r = StatusCode::SEE_OTHER.into_response();
-                r.headers_mut()
-                    .insert(header::LOCATION, axum::http::HeaderValue::from_static("/login"));
-                return r;
-            }
-            Err(e) => {
-                let mut r = refuse(&parts, e.status(), &e.message());
-                e.mark(&mut r, None);
-                return r;
-            }
+            Err(e) => return refuse(&parts, &e),
         }
     };
     let held = match budget.read(&parts.headers, body, limit, source).await {
@@ -190,7 +180,7 @@ async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
                 "管理平台请求体被拒绝 (dashboard request body refused)"
             );
             let (status, message) = e.status_and_message();
-            return refuse(&parts, status, &message);
+            return refuse(&parts, &WebError::Refused(status, message));
         }
     };
     // U+0000 in a form field (%00: a literal % is %25) or in JSON (\u0000): no database
@@ -204,8 +194,9 @@ async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
     if let Some(field) = nul {
         return refuse(
             &parts,
-            StatusCode::BAD_REQUEST,
-            &format!("{field} 含有 NUL 字符, 无法保存 ({field} holds a NUL character, which cannot be stored)"),
+            &WebError::BadRequest(format!(
+                "{field} 含有 NUL 字符, 无法保存 ({field} holds a NUL character, which cannot be stored)"
+            )),
         );
     }
     let req = Request::from_parts(parts, axum::body::Body::from(held.bytes.clone()));
@@ -214,23 +205,17 @@ async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
     resp
 }
 
-fn refuse(parts: &axum::http::request::Parts, status: StatusCode, message: &str) -> Response {
+/// A refusal from the guard, as the handlers give theirs: JSON under `/api/`, else the
+/// dashboard's error page (a missing session: to the login page).
+fn refuse(parts: &axum::http::request::Parts, e: &WebError) -> Response {
     if parts.uri.path().starts_with("/api/") {
-        let body = serde_json::json!({ "error": message });
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            body.to_string(),
-        )
-            .into_response()
-    } else {
-        let body = format!(
-            "<!doctype html><meta charset=\"utf-8\"><title>{}</title><p>{}</p><p><a href=\"/\">返回首页 (back to the start)</a></p>",
-            status.as_u16(),
-            html::esc(message)
-        );
-        (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+        return json_error(e);
     }
+    let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(&parts.uri)
+        .unwrap_or_else(|_| axum::extract::Query(Default::default()));
+    let lang = lang_of(query.get("lang").map(String::as_str), &parts.headers);
+    // The session the guard checked, if any, so the page keeps its user and logout.
+    pages::error_page(lang, &query, parts.extensions.get::<Session>(), e)
 }
 
 /// Whether a POST comes from this origin: its `Origin` (or else its `Referer`) names the
@@ -261,6 +246,8 @@ pub enum WebError {
     Forbidden(String),
     NotFound(String),
     BadRequest(String),
+    /// Any other refusal with its status (a body too large, too slow, the budget spent).
+    Refused(StatusCode, String),
     Internal(String),
 }
 
@@ -271,6 +258,7 @@ impl WebError {
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Refused(status, _) => *status,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -279,7 +267,9 @@ impl WebError {
     pub fn message(&self) -> String {
         match self {
             WebError::Login => "请先登录 (please log in)".into(),
-            WebError::Forbidden(m) | WebError::NotFound(m) | WebError::BadRequest(m) => m.clone(),
+            WebError::Forbidden(m) | WebError::NotFound(m) | WebError::BadRequest(m) | WebError::Refused(_, m) => {
+                m.clone()
+            }
             WebError::Internal(_) => "服务器内部错误, 请稍后重试 (internal error; retry later)".into(),
         }
     }
@@ -342,6 +332,19 @@ impl WebState {
         let now = Utc::now();
         let until = now + chrono::Duration::hours(i64::from(self.session_hours));
         self.store.session(token, now, until).await?.ok_or(WebError::Login)
+    }
+
+    /// The session of a POST: the one the guard checked before reading its body (no
+    /// second lookup), else the request's own.
+    pub async fn posted_session(
+        &self,
+        checked: Option<axum::extract::Extension<Session>>,
+        headers: &HeaderMap,
+    ) -> Result<Session, WebError> {
+        match checked {
+            Some(axum::extract::Extension(s)) => Ok(s),
+            None => self.session(headers).await,
+        }
     }
 
     /// The units a user may see.

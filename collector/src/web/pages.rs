@@ -68,7 +68,7 @@ fn see_other(to: &str) -> Response {
 }
 
 /// An error as a page: no session → to the login page; otherwise the message.
-fn error_page(lang: Lang, query: &Q, session: Option<&Session>, e: &WebError) -> Response {
+pub(super) fn error_page(lang: Lang, query: &Q, session: Option<&Session>, e: &WebError) -> Response {
     if matches!(e, WebError::Login) {
         return see_other("/login");
     }
@@ -313,12 +313,13 @@ pub async fn login(
 
 pub async fn logout(
     State(st): State<Arc<WebState>>,
+    checked: Option<Extension<Session>>,
     query: Q,
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let lang = lang_of(q(&query, "lang"), &headers);
-    let s = match st.session(&headers).await {
+    let s = match st.posted_session(checked, &headers).await {
         Ok(s) => s,
         Err(_) => return see_other("/login"),
     };
@@ -1209,13 +1210,14 @@ pub async fn withdraw(st: &WebState, s: &Session, unit: &Unit, id: &str) -> Resu
 
 pub async fn unit_post(
     State(st): State<Arc<WebState>>,
+    checked: Option<Extension<Session>>,
     Path(rest): Path<String>,
     query: Q,
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let lang = lang_of(q(&query, "lang"), &headers);
-    let s = match st.session(&headers).await {
+    let s = match st.posted_session(checked, &headers).await {
         Ok(s) => s,
         Err(e) => return error_page(lang, &query, None, &e),
     };
