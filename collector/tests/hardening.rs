@@ -900,3 +900,78 @@ async fn strangers_holding_login_and_enrolment_bodies_cannot_starve_agents_or_ot
         "the log names the refused bodies"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_acknowledged_before_a_kill_9_is_in_the_database() {
+    let s = Server::start("kill9", "", None, &[], |c| add_unit(c, "t"));
+    s.ready().await;
+    let mut agents = Vec::new();
+    for _ in 0..8 {
+        agents.push(enrolled_agent(&s, "t").await);
+    }
+    let acked_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = Arc::new(s);
+    let senders: Vec<_> = agents
+        .into_iter()
+        .map(|(agent, credential)| {
+            let (server, acked) = (server.clone(), acked_ids.clone());
+            tokio::spawn(async move {
+                let auth = format!("Bearer {credential}");
+                for seq in 1.. {
+                    let mut r = empty_report(&agent, "t");
+                    r.sequence = seq;
+                    let body = serde_json::to_string(&r).expect("json");
+                    match server
+                        .post(
+                            "/api/v1/reports",
+                            &[("Authorization", &auth), ("Content-Type", "application/json")],
+                            &body,
+                        )
+                        .await
+                    {
+                        Ok((200, _)) => acked.lock().expect("lock").push(r.report_id),
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // kill -9 while reports are arriving.
+    let pid = server.pid();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    for t in senders {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let acked = acked_ids.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 20,
+        "reports were acknowledged before the kill: {}",
+        acked.len()
+    );
+    let db = format!("sqlite://{}", server.dir.join("data/kaohe.db").display());
+    let store = kaohe_collector::store::Store::open(&db)
+        .await
+        .expect("the database opens after kill -9");
+    let mut missing = 0;
+    for id in &acked {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reports WHERE report_id = $1")
+            .bind(id.to_string())
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
+        if n != 1 {
+            missing += 1;
+        }
+    }
+    println!(
+        "kill -9 under load: {} reports acknowledged, {missing} of them missing",
+        acked.len()
+    );
+    assert_eq!(missing, 0, "an acknowledged report was lost");
+}
