@@ -333,25 +333,6 @@ pub fn peer(ext: &axum::http::Extensions) -> Option<SocketAddr> {
     ext.get::<Conn>().map(|c| c.peer)
 }
 
-/// Builds the TLS acceptor from the PEM chain (server certificate first) and key.
-pub fn tls_acceptor(chain: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
-        .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("无法读取证书 {} (cannot read the certificate): {e}", chain.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("无法读取私钥 {} (cannot read the key): {e}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("证书与私钥不匹配或无效 (bad certificate or key): {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Accepts connections until `shutdown` turns true, then lets requests under way finish
 /// (up to 10 s).
 pub async fn serve(

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kaohe_collector::cli::{Cli, run};
+use kaohe_collector::cli::{Cli, Command, run};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -16,10 +16,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    kaohe_collector::logging::init(
-        cli.log_format,
-        matches!(cli.command, kaohe_collector::cli::Command::Serve(_)),
-    );
+    kaohe_collector::logging::init(cli.log_format, matches!(cli.command, Command::Serve(_)));
     let mut stdout = std::io::stdout().lock();
     match run(cli, chrono::Utc::now(), &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,

@@ -576,7 +576,7 @@ pub fn export(
             false,
         ),
         "/export.xlsx" => (
-            crate::export::sheet_xlsx(sheet).map_err(WebError::Internal)?,
+            crate::export::sheet_xlsx(sheet).map_err(|e| WebError::Internal(e.to_string()))?,
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             (format!("{base}.xlsx"), format!("{ascii}.xlsx")),
             false,
