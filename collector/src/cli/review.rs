@@ -98,7 +98,7 @@ impl ReviewAction {
                     score,
                     reviewer: reviewer.trim().to_string(),
                     note: note.trim().to_string(),
-                    expires_at: expires.map(|d| crate::web::expiry_from_date(d, rubric.timezone)),
+                    expires_at: expires.map(|d| crate::entries::expiry_from_date(d, rubric.timezone)),
                 };
                 crate::review::validate(&rubric, &entry, now).map_err(CliError::Usage)?;
                 require_unit(store, &unit).await?;

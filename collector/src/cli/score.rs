@@ -42,13 +42,13 @@ pub struct ScoreArgs {
 impl ScoreArgs {
     pub(super) fn run(self, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), CliError> {
         match self.db_unit.clone() {
-            Some(unit) => self.from_database(unit, now, out),
-            None => self.from_files(now, out),
+            Some(unit) => self.score_database(unit, now, out),
+            None => self.score_files(now, out),
         }
     }
 
     /// The full sheet from the database: registry, profile, reports and manual entries.
-    fn from_database(self, unit: String, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), CliError> {
+    fn score_database(self, unit: String, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), CliError> {
         let config = self.server.config()?;
         let rubric = offline::load_rubric(self.rubric.as_deref().or(config.rubric.as_deref()))?;
         let as_of = self.as_of.unwrap_or(now);
@@ -73,7 +73,7 @@ impl ScoreArgs {
     }
 
     /// The engine's sheet from the files given.
-    fn from_files(self, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), CliError> {
+    fn score_files(self, now: DateTime<Utc>, out: &mut dyn Write) -> Result<(), CliError> {
         let req = ScoreRequest {
             rubric: self.rubric.clone(),
             registry: self.registry.clone().unwrap_or_default(),
