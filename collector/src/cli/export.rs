@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use kaohe_rubric::period::Period;
 
-use super::{CliError, ServerArgs, current_year, require_unit, with_store, write_output};
+use super::{CliError, ServerArgs, current_year, stored_sheet, write_output};
 use crate::offline;
 
 #[derive(Debug, clap::Args)]
@@ -42,13 +42,7 @@ impl ExportArgs {
             )));
         }
         let unit = self.unit;
-        let sheet = {
-            let (rubric, unit) = (&rubric, &unit);
-            with_store(&config, |store| async move {
-                require_unit(&store, unit).await?;
-                Ok(crate::scores::unit_sheet(&store, rubric, unit, period, now).await?)
-            })?
-        };
+        let sheet = stored_sheet(&config, &rubric, &unit, period, now)?;
         let bytes = match format.as_str() {
             "csv" => crate::export::sheet_csv(&sheet),
             "xlsx" => crate::export::sheet_xlsx(&sheet)?,

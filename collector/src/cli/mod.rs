@@ -250,6 +250,29 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T, CliError>>) -> Res
         .block_on(f)
 }
 
+/// A unit's full sheet from the store as of `at`; the unit must exist.
+fn stored_sheet(
+    config: &CollectorConfig,
+    rubric: &kaohe_rubric::Rubric,
+    unit: &str,
+    period: Period,
+    at: DateTime<Utc>,
+) -> Result<crate::scores::FullSheet, CliError> {
+    with_store(config, |store| async move {
+        require_unit(&store, unit).await?;
+        Ok(crate::scores::unit_sheet(&store, rubric, unit, period, at).await?)
+    })
+}
+
+/// Prints `value` as JSON, or as the text `text` makes of it.
+fn print<T: Serialize>(out: &mut dyn Write, json: bool, value: &T, text: impl FnOnce(&T) -> String) {
+    if json {
+        write_json(out, value);
+    } else {
+        let _ = out.write_all(text(value).as_bytes());
+    }
+}
+
 fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) {
     // Serialising our own plain data types cannot fail.
     if let Ok(text) = serde_json::to_string_pretty(value) {

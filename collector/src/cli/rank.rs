@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use kaohe_rubric::period::Period;
 
-use super::{CliError, ServerArgs, current_year, with_store, write_json};
+use super::{CliError, ServerArgs, current_year, print, with_store};
 use crate::offline;
 
 #[derive(Debug, clap::Args)]
@@ -36,11 +36,7 @@ impl RankArgs {
                 Ok(crate::scores::ranking(&store, rubric, &units, period, now).await?)
             })?
         };
-        if self.json {
-            write_json(out, &ranking);
-        } else {
-            let _ = out.write_all(crate::render::ranking_text(&ranking, &rubric).as_bytes());
-        }
+        print(out, self.json, &ranking, |r| crate::render::ranking_text(r, &rubric));
         Ok(())
     }
 }

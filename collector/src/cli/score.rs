@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-use super::{CliError, ServerArgs, current_year, require_unit, with_store, write_json};
+use super::{CliError, ServerArgs, current_year, print, stored_sheet};
 use crate::offline::{self, PeriodChoice, ScoreRequest};
 
 #[derive(Debug, clap::Args)]
@@ -57,18 +57,8 @@ impl ScoreArgs {
             // The assessment year so far.
             PeriodChoice::Auto => current_year(&rubric, as_of),
         };
-        let sheet = {
-            let (rubric, unit) = (&rubric, &unit);
-            with_store(&config, |store| async move {
-                require_unit(&store, unit).await?;
-                Ok(crate::scores::unit_sheet(&store, rubric, unit, period, as_of).await?)
-            })?
-        };
-        if self.json {
-            write_json(out, &sheet);
-        } else {
-            let _ = out.write_all(crate::render::full_sheet_text(&sheet, &rubric).as_bytes());
-        }
+        let sheet = stored_sheet(&config, &rubric, &unit, period, as_of)?;
+        print(out, self.json, &sheet, |s| crate::render::full_sheet_text(s, &rubric));
         Ok(())
     }
 
@@ -84,11 +74,7 @@ impl ScoreArgs {
         };
         let rubric = offline::load_rubric(self.rubric.as_deref())?;
         let sheet = offline::score_files_with(&req, &rubric)?;
-        if self.json {
-            write_json(out, &sheet);
-        } else {
-            let _ = out.write_all(crate::render::sheet_text(&sheet, &rubric).as_bytes());
-        }
+        print(out, self.json, &sheet, |s| crate::render::sheet_text(s, &rubric));
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::{Q, error_page, html, nav, q};
+use super::{Q, error_page, html, nav, q, table_head};
 use crate::web::auth::Role;
 use crate::web::html::{esc, page, when};
 use crate::web::{WebError, WebState, lang_of};
@@ -33,14 +33,19 @@ pub async fn audit(State(st): State<Arc<WebState>>, query: Q, headers: HeaderMap
     };
     let tz = st.rubric.timezone;
     let mut o = format!(
-        "<h1>{}</h1><table class=\"audit\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-        lang.t("审计日志 (最近 500 条)", "Audit log (latest 500)"),
-        lang.t("时间", "Time"),
-        lang.t("操作人", "Actor"),
-        lang.t("操作", "Action"),
-        lang.t("单位", "Unit"),
-        lang.t("内容", "Detail")
+        "<h1>{}</h1>",
+        lang.t("审计日志 (最近 500 条)", "Audit log (latest 500)")
     );
+    o.push_str(&table_head(
+        "audit",
+        &[
+            lang.t("时间", "Time"),
+            lang.t("操作人", "Actor"),
+            lang.t("操作", "Action"),
+            lang.t("单位", "Unit"),
+            lang.t("内容", "Detail"),
+        ],
+    ));
     for a in &log {
         let _ = write!(
             o,

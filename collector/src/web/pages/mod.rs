@@ -66,6 +66,17 @@ pub(super) fn see_other(to: &str) -> Response {
     r
 }
 
+/// The opening of a table of `class` and its header row; `heads` are our own words (not
+/// escaped).
+fn table_head(class: &str, heads: &[&str]) -> String {
+    let mut o = format!("<table class=\"{class}\"><tr>");
+    for h in heads {
+        let _ = write!(o, "<th>{h}</th>");
+    }
+    o.push_str("</tr>");
+    o
+}
+
 /// An error as a page: no session → to the login page; otherwise the message.
 pub(super) fn error_page(lang: Lang, query: &Q, session: Option<&Session>, e: &WebError) -> Response {
     if matches!(e, WebError::Login) {

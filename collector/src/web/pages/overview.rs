@@ -9,7 +9,7 @@ use axum::response::Response;
 use chrono::Utc;
 use kaohe_rubric::period::Period;
 
-use super::{Q, alerts_html, error_page, html, nav, period_form, q, see_other, unit_href};
+use super::{Q, alerts_html, error_page, html, nav, period_form, q, see_other, table_head, unit_href};
 use crate::alerts::Alert;
 use crate::scores::Ranking;
 use crate::web::auth::{Role, Session};
@@ -114,16 +114,21 @@ fn overview_body(st: &WebState, lang: Lang, period: &Period, r: &Ranking, alerts
     if !r.rollups.is_empty() {
         let _ = write!(
             o,
-            "<h2>{}</h2><table class=\"rollups\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            "<h2>{}</h2>",
             lang.t(
                 "市、县汇总 (所辖单位平均)",
                 "City and county roll-ups (mean of their units)"
-            ),
-            lang.t("单位", "Unit"),
-            lang.t("单位数", "Units"),
-            lang.t("自动合计平均", "Mean automatic"),
-            lang.t("总分平均", "Mean total"),
+            )
         );
+        o.push_str(&table_head(
+            "rollups",
+            &[
+                lang.t("单位", "Unit"),
+                lang.t("单位数", "Units"),
+                lang.t("自动合计平均", "Mean automatic"),
+                lang.t("总分平均", "Mean total"),
+            ],
+        ));
         for ru in &r.rollups {
             let _ = write!(
                 o,

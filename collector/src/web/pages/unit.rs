@@ -12,7 +12,7 @@ use kaohe_rubric::period::Period;
 use kaohe_rubric::scoring::sheet::human_duration;
 
 use super::entries::entry_form;
-use super::{Q, alerts_html, error_page, html, nav, period_form, q, unit_href};
+use super::{Q, alerts_html, error_page, html, nav, period_form, q, table_head, unit_href};
 use crate::alerts::Alert;
 use crate::review::ManualEntry;
 use crate::scores::{FullItem, FullSheet};
@@ -155,14 +155,15 @@ fn summary_html(
         lang.t("自检报告 (可打印)", "self-check report (printable)")
     );
     // Sections.
-    let _ = write!(
-        o,
-        "<table class=\"sections\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-        lang.t("部分", "Section"),
-        lang.t("得分", "Score"),
-        lang.t("标准分", "Points"),
-        lang.t("待评审", "Pending")
-    );
+    o.push_str(&table_head(
+        "sections",
+        &[
+            lang.t("部分", "Section"),
+            lang.t("得分", "Score"),
+            lang.t("标准分", "Points"),
+            lang.t("待评审", "Pending"),
+        ],
+    ));
     for sec in &sheet.sections {
         let _ = write!(
             o,
@@ -184,16 +185,17 @@ fn sheet_html(v: &Viewer<'_>, unit: &Unit, period: &Period, sheet: &FullSheet) -
     let mut o = String::new();
     // The sheet, item by item.
     let _ = write!(o, "<h2>{}</h2>", lang.t("评分明细", "The sheet, item by item"));
-    let _ = write!(
-        o,
-        "<table class=\"sheet\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-        lang.t("项目", "Item"),
-        lang.t("内容", "What is assessed"),
-        lang.t("得分/标准分", "Score"),
-        lang.t("状态", "Status"),
-        lang.t("扣分与证据", "Deductions and evidence"),
-        lang.t("人工记录", "Entries")
-    );
+    o.push_str(&table_head(
+        "sheet",
+        &[
+            lang.t("项目", "Item"),
+            lang.t("内容", "What is assessed"),
+            lang.t("得分/标准分", "Score"),
+            lang.t("状态", "Status"),
+            lang.t("扣分与证据", "Deductions and evidence"),
+            lang.t("人工记录", "Entries"),
+        ],
+    ));
     for sec in &sheet.sections {
         let _ = write!(
             o,
@@ -232,15 +234,16 @@ fn outages_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String {
             lang.t("本期无中断记录", "no outages in the period")
         );
     } else {
-        let _ = write!(
-            o,
-            "<table class=\"outages\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-            lang.t("目标", "Target"),
-            lang.t("类别", "Role"),
-            lang.t("开始", "Start"),
-            lang.t("结束", "End"),
-            lang.t("时长", "Duration")
-        );
+        o.push_str(&table_head(
+            "outages",
+            &[
+                lang.t("目标", "Target"),
+                lang.t("类别", "Role"),
+                lang.t("开始", "Start"),
+                lang.t("结束", "End"),
+                lang.t("时长", "Duration"),
+            ],
+        ));
         for out in &view.outages {
             let end = out
                 .end
@@ -277,14 +280,17 @@ fn inventory_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String {
             lang.t("本期没有清点记录", "no inventory in the period")
         );
     } else {
-        let _ = write!(
-            o,
-            "<table class=\"inventory\"><tr><th>IP</th><th>MAC</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-            lang.t("厂商", "Vendor"),
-            lang.t("备案", "Registry"),
-            lang.t("首次发现", "First seen"),
-            lang.t("最后发现", "Last seen")
-        );
+        o.push_str(&table_head(
+            "inventory",
+            &[
+                "IP",
+                "MAC",
+                lang.t("厂商", "Vendor"),
+                lang.t("备案", "Registry"),
+                lang.t("首次发现", "First seen"),
+                lang.t("最后发现", "Last seen"),
+            ],
+        ));
         for d in &view.inventory {
             let (class, reg) = match (&d.registered_as, d.bridging) {
                 (_, true) => (
@@ -323,11 +329,13 @@ fn inventory_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String {
     if !view.unseen.is_empty() {
         let _ = write!(
             o,
-            "<h3>{}</h3><table class=\"unseen\"><tr><th>{}</th><th>{}</th><th>IP</th><th>MAC</th></tr>",
-            lang.t("已备案但本期未发现的设备", "Registered devices not seen in the period"),
-            lang.t("备案行", "Line"),
-            lang.t("名称", "Name")
+            "<h3>{}</h3>",
+            lang.t("已备案但本期未发现的设备", "Registered devices not seen in the period")
         );
+        o.push_str(&table_head(
+            "unseen",
+            &[lang.t("备案行", "Line"), lang.t("名称", "Name"), "IP", "MAC"],
+        ));
         for u in &view.unseen {
             let _ = write!(
                 o,
@@ -354,15 +362,16 @@ fn map_and_agents_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String
         svg::network_map(&view.map, lang, tz)
     );
     // Agents.
-    let _ = write!(
-        o,
-        "<h3>{}</h3><table class=\"agents\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-        lang.t("代理", "Agents"),
-        lang.t("主机", "Host"),
-        lang.t("版本", "Version"),
-        lang.t("最后上报", "Last report"),
-        lang.t("状态", "State")
-    );
+    let _ = write!(o, "<h3>{}</h3>", lang.t("代理", "Agents"));
+    o.push_str(&table_head(
+        "agents",
+        &[
+            lang.t("主机", "Host"),
+            lang.t("版本", "Version"),
+            lang.t("最后上报", "Last report"),
+            lang.t("状态", "State"),
+        ],
+    ));
     for a in &view.agents {
         let _ = write!(
             o,
