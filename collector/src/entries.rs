@@ -133,8 +133,7 @@ pub async fn withdraw(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), EntryError> {
-    let id = id.trim();
-    let Some((owner, kind, author)) = store.entry_owner(id).await? else {
+    let Some((owner, kind, author)) = store.entry_owner(id.trim()).await? else {
         return Err(EntryError::NoLiveEntry(id.to_string()));
     };
     if owner != unit_id {
@@ -147,7 +146,7 @@ pub async fn withdraw(
             kind,
         });
     }
-    store.withdraw_entry(id, &user.name, now).await?;
+    store.withdraw_entry(id.trim(), &user.name, now).await?;
     Ok(())
 }
 
