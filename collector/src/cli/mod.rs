@@ -1,6 +1,7 @@
 //! Command-line interface: the clap root and one file per command group, each parsing its
-//! arguments and calling the library. `main.rs` parses, calls [`run`], and maps the error
-//! to an exit code with [`CliError::exit_code`], the one place exit codes are decided.
+//! arguments and calling the library. `main.rs` parses, calls [`run`], and on an error
+//! calls [`CliError::report`] and exits with [`CliError::exit_code`], the one place exit
+//! codes are decided (a bad command line included).
 
 mod agent;
 mod export;
@@ -155,6 +156,10 @@ impl ServerArgs {
 /// [`CliError::exit_code`]; the message is printed after "错误 (error):".
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// The command line itself: an unknown option, a missing value — or `--help` and
+    /// `--version`, which clap reports this way too (exit 0).
+    #[error(transparent)]
+    Arguments(#[from] clap::Error),
     /// A file given on the command line could not be read, or its contents are bad.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -192,6 +197,8 @@ impl CliError {
     /// file cannot be read, 69 when the collector's own state fails (sysexits.h).
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::Arguments(e) if !e.use_stderr() => 0,
+            CliError::Arguments(_) => 64,
             CliError::Input(e) => e.exit_code(),
             CliError::Config(_) | CliError::Usage(_) | CliError::NoSuchUnit(_) => 64,
             CliError::Store(StoreError::Invalid(_)) => 64,
@@ -202,6 +209,19 @@ impl CliError {
             | CliError::NoActiveAgent(_)
             | CliError::Hash(_)
             | CliError::Export(_) => 69,
+        }
+    }
+}
+
+impl CliError {
+    /// Tells the user: clap's own text for the command line (help and version on standard
+    /// output), else "错误 (error):" and the message on standard error.
+    pub fn report(&self) {
+        match self {
+            CliError::Arguments(e) => {
+                let _ = e.print();
+            }
+            e => eprintln!("错误 (error): {e}"),
         }
     }
 }
