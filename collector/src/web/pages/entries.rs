@@ -12,13 +12,13 @@ use chrono::Utc;
 use kaohe_rubric::period::Period;
 
 use super::unit::{Viewer, unit_page};
-use super::{Q, error_page, q, see_other, unit_href};
+use super::{Q, error_page, form_session, q, see_other, unit_href};
 use crate::entries::{EntryInput, new_entry, withdraw};
 use crate::review::EntryKind;
 use crate::store::Unit;
 use crate::web::auth::Session;
 use crate::web::html::{Lang, esc, url_part};
-use crate::web::{WebError, WebState, csrf_ok, lang_of, split_suffix};
+use crate::web::{WebError, WebState, lang_of, split_suffix};
 
 pub(super) fn entry_form(st: &WebState, s: &Session, lang: Lang, unit: &Unit, period: &Period) -> String {
     let kinds: Vec<EntryKind> = [EntryKind::Review, EntryKind::Override, EntryKind::Waiver]
@@ -92,13 +92,10 @@ pub async fn unit_post(
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let lang = lang_of(q(&query, "lang"), &headers);
-    let s = match st.posted_session(checked, &headers).await {
+    let s = match form_session(&st, checked, &headers, &f).await {
         Ok(s) => s,
-        Err(e) => return error_page(lang, &query, None, &e),
+        Err((s, e)) => return error_page(lang, &query, s.as_ref(), &e),
     };
-    if !csrf_ok(&s, f.get("csrf").map(String::as_str)) {
-        return error_page(lang, &query, Some(&s), &WebError::csrf());
-    }
     let (id, suffix) = split_suffix(&rest, &["/entries/withdraw", "/entries"]);
     if suffix.is_empty() {
         return error_page(

@@ -12,11 +12,11 @@ use chrono::Utc;
 use kaohe_rubric::scoring::sheet::human_duration;
 use serde::Deserialize;
 
-use super::{Q, error_page, html, nav, q, see_other, unit_href};
+use super::{Q, error_page, form_session, html, nav, q, see_other, unit_href};
 use crate::conns::Conn;
 use crate::web::auth::{self, Role, SESSION_COOKIE, Session};
 use crate::web::html::{Lang, esc, page};
-use crate::web::{WebError, WebState, csrf_ok, lang_of};
+use crate::web::{WebError, WebState, lang_of};
 
 fn login_page(lang: Lang, query: &Q, status: StatusCode, error: Option<&str>, user: &str) -> Response {
     let mut body = format!(
@@ -184,13 +184,11 @@ pub async fn logout(
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let lang = lang_of(q(&query, "lang"), &headers);
-    let s = match st.posted_session(checked, &headers).await {
+    let s = match form_session(&st, checked, &headers, &f).await {
         Ok(s) => s,
-        Err(_) => return see_other("/login"),
+        Err((None, _)) => return see_other("/login"),
+        Err((s, e)) => return error_page(lang, &query, s.as_ref(), &e),
     };
-    if !csrf_ok(&s, f.get("csrf").map(String::as_str)) {
-        return error_page(lang, &query, Some(&s), &WebError::csrf());
-    }
     if let Err(e) = st.store.end_session(&s.token_hash).await {
         return error_page(lang, &query, Some(&s), &WebError::from(e));
     }

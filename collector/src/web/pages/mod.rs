@@ -11,17 +11,18 @@ mod login;
 mod overview;
 mod unit;
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaohe_rubric::period::Period;
 
 use super::auth::{Role, Session};
 use super::html::{Lang, esc, page, url_part, when};
-use super::{Q, WebError, WebState, q};
+use super::{Q, WebError, WebState, csrf_ok, q};
 use crate::alerts::Alert;
 
 pub use audit::audit;
@@ -75,6 +76,21 @@ fn table_head(class: &str, heads: &[&str]) -> String {
     }
     o.push_str("</tr>");
     o
+}
+
+/// The session of a posted form once its CSRF token is checked; else the error, with the
+/// session when there is one (for the page's header).
+async fn form_session(
+    st: &WebState,
+    checked: Option<Extension<Session>>,
+    headers: &HeaderMap,
+    f: &HashMap<String, String>,
+) -> Result<Session, (Option<Session>, WebError)> {
+    let s = st.posted_session(checked, headers).await.map_err(|e| (None, e))?;
+    if !csrf_ok(&s, f.get("csrf").map(String::as_str)) {
+        return Err((Some(s), WebError::csrf()));
+    }
+    Ok(s)
 }
 
 /// An error as a page: no session → to the login page; otherwise the message.

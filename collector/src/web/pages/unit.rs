@@ -183,7 +183,6 @@ fn summary_html(
 fn sheet_html(v: &Viewer<'_>, unit: &Unit, period: &Period, sheet: &FullSheet) -> String {
     let lang = v.lang;
     let mut o = String::new();
-    // The sheet, item by item.
     let _ = write!(o, "<h2>{}</h2>", lang.t("评分明细", "The sheet, item by item"));
     o.push_str(&table_head(
         "sheet",
@@ -216,7 +215,6 @@ fn sheet_html(v: &Viewer<'_>, unit: &Unit, period: &Period, sheet: &FullSheet) -
 /// The daily availability chart and the outages of the period.
 fn outages_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String {
     let mut o = String::new();
-    // Uptime and outages.
     let _ = write!(
         o,
         "<h2>{}</h2><div class=\"box\">{}</div>",
@@ -267,7 +265,6 @@ fn outages_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String {
 /// The devices the agents found, against the registry, and registered ones not seen.
 fn inventory_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String {
     let mut o = String::new();
-    // Inventory against the registry.
     let _ = write!(
         o,
         "<h2>{}</h2>",
