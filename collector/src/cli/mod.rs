@@ -29,6 +29,8 @@ use crate::offline::InputError;
 use crate::store::{Store, StoreError};
 
 pub use agent::AgentAction;
+pub use export::ExportArgs;
+pub use rank::RankArgs;
 pub use registry::RegistryAction;
 pub use review::ReviewAction;
 pub use rubric::RubricAction;
@@ -107,9 +109,9 @@ pub enum Command {
         server: ServerArgs,
     },
     /// 全省排名及市、县汇总 (the ranking of units with city and county roll-ups)
-    Rank(rank::RankArgs),
+    Rank(RankArgs),
     /// 导出单位评分表: CSV、Excel 或可打印的自检报告 (export a unit's sheet)
-    Export(export::ExportArgs),
+    Export(ExportArgs),
 }
 
 /// Where the collector keeps its state.
