@@ -138,38 +138,35 @@ impl Default for CollectorConfig {
 
 impl CollectorConfig {
     /// Reads a config file; a missing default file means defaults.
-    pub fn load(path: Option<&Path>) -> Result<CollectorConfig, String> {
+    pub fn load(path: Option<&Path>) -> Result<CollectorConfig, ConfigError> {
         let Some(path) = path else {
             return Ok(CollectorConfig::default());
         };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("无法读取配置 {} (cannot read): {e}", path.display()))?;
-        let config: CollectorConfig = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            format!(
-                "配置文件 {}{}: {}",
-                path.display(),
-                line.map(|l| format!(" 第 {l} 行 (line {l})")).unwrap_or_default(),
-                e.message().trim()
-            )
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
-        config
-            .check()
-            .map_err(|e| format!("配置文件 {}: {e}", path.display()))?;
+        let config: CollectorConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            message: e.message().trim().to_string(),
+        })?;
+        config.check().map_err(|source| ConfigError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
         Ok(config)
     }
 
     /// Checks the ranges of the numeric options (also after command-line overrides).
-    pub fn check(&self) -> Result<(), String> {
-        let range = |key: &str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let range = |key: &'static str, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
                 Ok(())
             } else {
-                Err(format!(
-                    "{key} = {v} 超出范围, 应在 {lo} 到 {hi} 之间 ({key} must be {lo}..={hi})"
-                ))
+                Err(ConfigError::OutOfRange { key, value, lo, hi })
             }
         };
         range("max_body_kib", self.max_body_kib as u64, 1, 65_536)?;
@@ -188,20 +185,20 @@ impl CollectorConfig {
         range("write_timeout_secs", self.write_timeout_secs, 1, 3600)?;
         range("max_inflight_body_mib", self.max_inflight_body_mib as u64, 1, 65_536)?;
         if self.max_inflight_body_mib * 1024 < self.max_body_kib {
-            return Err(format!(
-                "max_inflight_body_mib ({} MiB) 小于单个报告上限 max_body_kib ({} KiB) (must hold at least one largest body)",
-                self.max_inflight_body_mib, self.max_body_kib
-            ));
+            return Err(ConfigError::BudgetBelowBody {
+                inflight_mib: self.max_inflight_body_mib,
+                body_kib: self.max_body_kib,
+            });
         }
         if let Some(u) = &self.webhook_url
             && !(u.starts_with("https://") || u.starts_with("http://"))
         {
-            return Err("webhook_url 应以 https:// 或 http:// 开头 (webhook_url must be an http(s) URL)".into());
+            return Err(ConfigError::WebhookUrl);
         }
         if let Some(t) = &self.metrics_token
             && t.trim().len() < 16
         {
-            return Err("metrics_token 至少 16 个字符 (metrics_token: at least 16 characters)".into());
+            return Err(ConfigError::MetricsToken);
         }
         Ok(())
     }
@@ -255,6 +252,48 @@ impl CollectorConfig {
     }
 }
 
+/// Why a configuration cannot be used: the file, the line and the option.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("无法读取配置 {} (cannot read): {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("配置文件 {}{}: {message}", path.display(), line_text(*line))]
+    Syntax {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("配置文件 {}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<ConfigError>,
+    },
+    #[error("{key} = {value} 超出范围, 应在 {lo} 到 {hi} 之间 ({key} must be {lo}..={hi})")]
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        lo: u64,
+        hi: u64,
+    },
+    #[error(
+        "max_inflight_body_mib ({inflight_mib} MiB) 小于单个报告上限 max_body_kib ({body_kib} KiB) (must hold at least one largest body)"
+    )]
+    BudgetBelowBody { inflight_mib: usize, body_kib: usize },
+    #[error("webhook_url 应以 https:// 或 http:// 开头 (webhook_url must be an http(s) URL)")]
+    WebhookUrl,
+    #[error("metrics_token 至少 16 个字符 (metrics_token: at least 16 characters)")]
+    MetricsToken,
+}
+
+fn line_text(line: Option<usize>) -> String {
+    line.map(|l| format!(" 第 {l} 行 (line {l})")).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod example_tests {
     use super::*;
@@ -270,7 +309,7 @@ mod example_tests {
     fn an_unknown_option_is_named_with_its_line() {
         let path = std::env::temp_dir().join(format!("kaohe-config-{}.toml", std::process::id()));
         std::fs::write(&path, "listen = \"127.0.0.1:8443\"\nwebhook = \"x\"\n").expect("write");
-        let e = CollectorConfig::load(Some(&path)).expect_err("unknown key");
+        let e = CollectorConfig::load(Some(&path)).expect_err("unknown key").to_string();
         assert!(e.contains("第 2 行") && e.contains("webhook"), "{e}");
         let _ = std::fs::remove_file(&path);
     }
@@ -279,10 +318,12 @@ mod example_tests {
     fn a_body_limit_of_zero_is_refused_naming_the_option() {
         let path = std::env::temp_dir().join(format!("kaohe-config-zero-{}.toml", std::process::id()));
         std::fs::write(&path, "max_body_kib = 0\n").expect("write");
-        let e = CollectorConfig::load(Some(&path)).expect_err("zero");
+        let e = CollectorConfig::load(Some(&path)).expect_err("zero").to_string();
         assert!(e.contains("max_body_kib") && e.contains("1..=65536"), "{e}");
         std::fs::write(&path, "max_body_kib = 8192\nmax_inflight_body_mib = 4\n").expect("write");
-        let e = CollectorConfig::load(Some(&path)).expect_err("budget below one body");
+        let e = CollectorConfig::load(Some(&path))
+            .expect_err("budget below one body")
+            .to_string();
         assert!(e.contains("max_inflight_body_mib"), "{e}");
         let _ = std::fs::remove_file(&path);
     }

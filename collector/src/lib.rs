@@ -7,6 +7,7 @@ pub mod bodies;
 pub mod cli;
 pub mod config;
 pub mod conns;
+pub mod entries;
 pub mod export;
 pub mod ingest;
 pub mod logging;

@@ -1,30 +1,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kaohe_collector::cli::{Cli, run};
+use kaohe_collector::cli::{Cli, CliError, Command, run};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            // Usage errors exit 64 (EX_USAGE); --help and --version exit 0.
-            return if e.use_stderr() {
-                ExitCode::from(64)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    kaohe_collector::logging::init(
-        cli.log_format,
-        matches!(cli.command, kaohe_collector::cli::Command::Serve(_)),
-    );
-    let mut stdout = std::io::stdout().lock();
-    match run(cli, chrono::Utc::now(), &mut stdout) {
+    let result = Cli::try_parse().map_err(CliError::from).and_then(|cli| {
+        kaohe_collector::logging::init(cli.log_format, matches!(cli.command, Command::Serve(_)));
+        run(cli, chrono::Utc::now(), &mut std::io::stdout().lock())
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("错误 (error): {e}");
+            e.report();
             ExitCode::from(e.exit_code())
         }
     }

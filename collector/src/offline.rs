@@ -78,10 +78,6 @@ pub enum InputError {
     },
     #[error("--period auto 需要证据来确定期间; 请用 --period 指定 (auto period needs evidence; give --period)")]
     NoEvidenceForAutoPeriod,
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Server(String),
 }
 
 impl InputError {
@@ -89,8 +85,6 @@ impl InputError {
     pub fn exit_code(&self) -> u8 {
         match self {
             InputError::Read { .. } => 66,
-            InputError::Usage(_) => 64,
-            InputError::Server(_) => 69,
             _ => 65,
         }
     }

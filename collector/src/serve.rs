@@ -6,6 +6,7 @@
 //! credential before it reads a body, so dashboard traffic and agent traffic cannot starve
 //! each other of more than a connection slot each.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,15 +21,48 @@ use crate::ingest::{AppState, router};
 use crate::store::Store;
 use crate::tls::{self, TlsFiles};
 
+/// Why the collector could not prepare its data directory or start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("无法创建或保护目录 {} (cannot create the directory or make it private): {source}", path.display())]
+    PrivateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Acceptor(#[from] tls::AcceptorError),
+    #[error("{0}")]
+    Rubric(#[from] crate::offline::InputError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("无法在 {addr} 上监听 (cannot listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Prepares the data directory: TLS material (created on first start) and the database.
 /// Returns the store and the CA fingerprint. The data directory is made private (0700)
 /// and an SQLite database file (0600): they hold password hashes and the CA key.
-pub async fn prepare(config: &CollectorConfig) -> Result<(Store, String), String> {
+pub async fn prepare(config: &CollectorConfig) -> Result<(Store, String), ServeError> {
     prepare_with(config, false).await
 }
 
 /// As [`prepare`]; with `log`, what it made goes to the log instead of standard error.
-async fn prepare_with(config: &CollectorConfig, log: bool) -> Result<(Store, String), String> {
+async fn prepare_with(config: &CollectorConfig, log: bool) -> Result<(Store, String), ServeError> {
     let say = |m: String| {
         if log {
             tracing::info!("{m}");
@@ -52,25 +86,21 @@ async fn prepare_with(config: &CollectorConfig, log: bool) -> Result<(Store, Str
         )),
         tls::Made::Nothing => {}
     }
-    let rubric = crate::offline::load_rubric(config.rubric.as_deref()).map_err(|e| e.to_string())?;
+    let rubric = crate::offline::load_rubric(config.rubric.as_deref())?;
     let url = config.database_url();
     if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         let path = path.split('?').next().unwrap_or(path);
-        private_file(std::path::Path::new(path))?;
+        private_file(Path::new(path))?;
     }
-    let store = Store::open_with(&url, rubric.timezone)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = Store::open_with(&url, rubric.timezone).await?;
     Ok((store, fingerprint))
 }
 
 /// Creates `dir` if needed and sets it to 0700 (the data directory, and its `tls/`).
-fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
-    let fail = |e: std::io::Error| {
-        format!(
-            "无法创建或保护目录 {} (cannot create the directory or make it private): {e}",
-            dir.display()
-        )
+fn create_private_dir(dir: &Path) -> Result<(), ServeError> {
+    let fail = |source| ServeError::PrivateDir {
+        path: dir.to_path_buf(),
+        source,
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     #[cfg(unix)]
@@ -83,11 +113,14 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
 
 /// Creates the SQLite file empty with mode 0600 if it does not exist (SQLite gives its
 /// `-wal` and `-shm` files the same mode), and sets an existing one and those to 0600.
-fn private_file(path: &std::path::Path) -> Result<(), String> {
+fn private_file(path: &Path) -> Result<(), ServeError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+        let fail = |source| ServeError::File {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(fail)?;
         }
@@ -98,7 +131,7 @@ fn private_file(path: &std::path::Path) -> Result<(), String> {
             .open(path)
             .map_err(fail)?;
         for suffix in ["", "-wal", "-shm"] {
-            let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            let p = PathBuf::from(format!("{}{suffix}", path.display()));
             if p.exists() {
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
             }
@@ -114,7 +147,7 @@ fn private_file(path: &std::path::Path) -> Result<(), String> {
 pub async fn serve(
     config: CollectorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     serve_with(config, shutdown, true).await
 }
 
@@ -123,17 +156,23 @@ pub async fn serve_with(
     config: CollectorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     banner: bool,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     config.check()?;
     // The one crypto provider of the build, for the webhook's HTTPS client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (store, fingerprint) = prepare_with(&config, true).await?;
     let files = TlsFiles::in_dir(&config.tls_dir());
-    let ca_pem = std::fs::read_to_string(&files.ca_cert).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?;
-    let acceptor = crate::conns::tls_acceptor(&files.chain, &files.key)?;
+    let ca_pem = std::fs::read_to_string(&files.ca_cert).map_err(|source| ServeError::File {
+        path: files.ca_cert.clone(),
+        source,
+    })?;
+    let acceptor = tls::tls_acceptor(&files.chain, &files.key)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("无法在 {} 上监听 (cannot listen): {e}", config.listen))?;
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let (max_connections, nofile) = crate::conns::effective_max_connections(config.max_connections);
     if max_connections < config.max_connections {
         tracing::warn!(
@@ -157,7 +196,7 @@ pub async fn serve_with(
         Duration::from_secs(config.body_timeout_secs),
     );
     // The dashboard and its JSON API beside the agents' API.
-    let rubric = crate::offline::load_rubric(config.rubric.as_deref()).map_err(|e| e.to_string())?;
+    let rubric = crate::offline::load_rubric(config.rubric.as_deref())?;
     let web = crate::web::router(store.clone(), rubric, &config, budgets.clone());
     let backend = store.backend();
     let state = Arc::new(AppState::new(store, ca_pem, &config, budgets, tracker.clone()));

@@ -28,6 +28,33 @@ impl TlsFiles {
     }
 }
 
+/// Why the TLS material could not be read or made: the file and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("无法生成证书 (cannot create certificates): {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// A file error naming the file.
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// SHA-256 fingerprint of a certificate, `sha256:<hex>`.
 pub fn fingerprint(der: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, der);
@@ -36,18 +63,24 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 /// The CA certificate's fingerprint from its PEM file.
-pub fn ca_fingerprint(files: &TlsFiles) -> Result<String, String> {
-    let pem = std::fs::read(&files.ca_cert).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?;
-    let der = CertificateDer::from_pem_slice(&pem).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?;
+pub fn ca_fingerprint(files: &TlsFiles) -> Result<String, TlsError> {
+    let pem = std::fs::read(&files.ca_cert).map_err(file_error(&files.ca_cert))?;
+    let der = CertificateDer::from_pem_slice(&pem).map_err(|source| TlsError::Pem {
+        path: files.ca_cert.clone(),
+        source,
+    })?;
     Ok(fingerprint(&der))
 }
 
 /// Writes a key readable by its owner only, from the moment the file exists.
-fn write_private(path: &Path, data: &str) -> Result<(), String> {
+fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let fail = |source| TlsError::File {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut options = std::fs::OpenOptions::new();
     options.create(true).write(true).truncate(true);
     #[cfg(unix)]
@@ -84,7 +117,7 @@ pub enum Made {
 /// Creates the CA and a server certificate for `names` (DNS names or IP addresses) unless
 /// they exist; re-issues the server certificate (same CA, so enrolled agents keep trusting
 /// it) when it does not cover every name.
-pub fn ensure(dir: &Path, names: &[String]) -> Result<Made, String> {
+pub fn ensure(dir: &Path, names: &[String]) -> Result<Made, TlsError> {
     let files = TlsFiles::in_dir(dir);
     let names_file = dir.join("server-names.txt");
     let mut all: Vec<String> = names.to_vec();
@@ -93,7 +126,6 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<Made, String> {
             all.push(n.to_string());
         }
     }
-    let err = |e: rcgen::Error| format!("无法生成证书 (cannot create certificates): {e}");
     let have_ca = files.ca_cert.exists() && files.ca_key.exists();
     let covered: Vec<String> = std::fs::read_to_string(&names_file)
         .map(|t| t.lines().map(str::to_string).collect())
@@ -101,39 +133,87 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<Made, String> {
     if have_ca && files.chain.exists() && files.key.exists() && all.iter().all(|n| covered.contains(n)) {
         return Ok(Made::Nothing);
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(file_error(dir))?;
     let (ca_key, made) = if have_ca {
-        let pem = std::fs::read_to_string(&files.ca_key).map_err(|e| format!("{}: {e}", files.ca_key.display()))?;
-        (rcgen::KeyPair::from_pem(&pem).map_err(err)?, Made::ServerCertificate)
+        let pem = std::fs::read_to_string(&files.ca_key).map_err(file_error(&files.ca_key))?;
+        (rcgen::KeyPair::from_pem(&pem)?, Made::ServerCertificate)
     } else {
-        (rcgen::KeyPair::generate().map_err(err)?, Made::Everything)
+        (rcgen::KeyPair::generate()?, Made::Everything)
     };
     let ca_key_pem = ca_key.serialize_pem();
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params().map_err(err)?, ca_key).map_err(err)?;
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params()?, ca_key)?;
     // Keep the names the old certificate had, too.
     for n in covered {
         if !all.contains(&n) {
             all.push(n);
         }
     }
-    let key = rcgen::KeyPair::generate().map_err(err)?;
-    let mut params = rcgen::CertificateParams::new(all.clone()).map_err(err)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(all.clone())?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "Kaohe collector");
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
-    let cert = params.signed_by(&key, &ca).map_err(err)?;
+    let cert = params.signed_by(&key, &ca)?;
     let ca_pem = if made == Made::Everything {
         write_private(&files.ca_key, &ca_key_pem)?;
-        std::fs::write(&files.ca_cert, ca.pem()).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?;
+        std::fs::write(&files.ca_cert, ca.pem()).map_err(file_error(&files.ca_cert))?;
         ca.pem()
     } else {
         // The CA certificate on disk stays as it is: its fingerprint is what agents pin.
-        std::fs::read_to_string(&files.ca_cert).map_err(|e| format!("{}: {e}", files.ca_cert.display()))?
+        std::fs::read_to_string(&files.ca_cert).map_err(file_error(&files.ca_cert))?
     };
     write_private(&files.key, &key.serialize_pem())?;
-    std::fs::write(&files.chain, format!("{}{ca_pem}", cert.pem()))
-        .map_err(|e| format!("{}: {e}", files.chain.display()))?;
-    std::fs::write(&names_file, all.join("\n")).map_err(|e| format!("{}: {e}", names_file.display()))?;
+    std::fs::write(&files.chain, format!("{}{ca_pem}", cert.pem())).map_err(file_error(&files.chain))?;
+    std::fs::write(&names_file, all.join("\n")).map_err(file_error(&names_file))?;
     Ok(made)
+}
+
+/// Why the listener's TLS configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptorError {
+    #[error("无法读取证书 {} (cannot read the certificate): {source}", path.display())]
+    Certificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("无法读取私钥 {} (cannot read the key): {source}", path.display())]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{0}")]
+    Protocols(#[source] rustls::Error),
+    #[error("证书与私钥不匹配或无效 (bad certificate or key): {0}")]
+    Mismatch(#[source] rustls::Error),
+}
+
+/// Builds the TLS acceptor from the PEM chain (server certificate first) and key.
+pub fn tls_acceptor(
+    chain: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, AcceptorError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|source| AcceptorError::Certificate {
+            path: chain.to_path_buf(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| AcceptorError::Key {
+        path: key.to_path_buf(),
+        source,
+    })?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(AcceptorError::Protocols)?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(AcceptorError::Mismatch)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }

@@ -113,8 +113,19 @@ fn shown(name: &str) -> String {
     s
 }
 
-fn damaged(detail: impl std::fmt::Display) -> String {
-    format!("不是有效的 Excel (XLSX) 文件 (not a valid XLSX file): {detail}")
+/// Why a workbook is refused whole, before or while its cells are read.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// Not a workbook, or a damaged one.
+    #[error("不是有效的 Excel (XLSX) 文件 (not a valid XLSX file): {0}")]
+    Damaged(String),
+    /// Over one of the limits; the message names it and what the file holds.
+    #[error("{0}")]
+    Limit(String),
+}
+
+fn damaged(detail: impl std::fmt::Display) -> Refusal {
+    Refusal::Damaged(detail.to_string())
 }
 
 /// Reads the first sheet of an XLSX file as a registry.
@@ -123,8 +134,8 @@ pub fn registry_from_xlsx(bytes: &[u8], file: &str) -> Result<Registry, Registry
     if bytes.len() as u64 > limits::MAX_FILE_BYTES {
         return Err(fail(too_big(bytes.len() as u64)));
     }
-    let bounded = bounded_copy(bytes).map_err(fail)?;
-    let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bounded)).map_err(|e| fail(damaged(e)))?;
+    let bounded = bounded_copy(bytes).map_err(|r| fail(r.to_string()))?;
+    let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bounded)).map_err(|e| fail(damaged(e).to_string()))?;
     let first = book
         .sheet_names()
         .into_iter()
@@ -188,9 +199,9 @@ pub fn registry_from_xlsx(bytes: &[u8], file: &str) -> Result<Registry, Registry
                 ),
             ));
         }
-        sheet.put(row, col, text).map_err(fail)?;
+        sheet.put(row, col, text).map_err(|r| fail(r.to_string()))?;
     }
-    let csv = sheet.finish().map_err(fail)?;
+    let csv = sheet.finish().map_err(|r| fail(r.to_string()))?;
     Registry::from_sheet_csv(&csv, file)
 }
 
@@ -205,7 +216,7 @@ struct SheetText {
 }
 
 impl SheetText {
-    fn put(&mut self, row: usize, col: usize, text: String) -> Result<(), String> {
+    fn put(&mut self, row: usize, col: usize, text: String) -> Result<(), Refusal> {
         if self.row.as_ref().is_some_and(|(r, _)| *r != row) {
             self.flush()?;
         }
@@ -224,7 +235,7 @@ impl SheetText {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), Refusal> {
         let Some((row, cells)) = self.row.take() else {
             return Ok(());
         };
@@ -239,14 +250,14 @@ impl SheetText {
         self.lines = row + 1;
         let max = limits::MAX_FILE_BYTES;
         if self.csv.len() as u64 > max {
-            return Err(format!(
+            return Err(Refusal::Limit(format!(
                 "工作表的文字超过 {max} 字节 (the sheet holds more than {max} bytes of text; at most {max})"
-            ));
+            )));
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<u8>, String> {
+    fn finish(mut self) -> Result<Vec<u8>, Refusal> {
         self.flush()?;
         Ok(self.csv)
     }
@@ -289,13 +300,13 @@ fn needed(name: &str) -> bool {
 
 /// The workbook's needed parts, each unpacked with a cap and checked, stored again in a new
 /// ZIP without compression for calamine. An error names the limit and what the file holds.
-fn bounded_copy(bytes: &[u8]) -> Result<Vec<u8>, String> {
+fn bounded_copy(bytes: &[u8]) -> Result<Vec<u8>, Refusal> {
     let mut zip = ZipArchive::new(Cursor::new(bytes)).map_err(damaged)?;
     if zip.len() > MAX_PARTS {
         let (n, max) = (zip.len(), MAX_PARTS);
-        return Err(format!(
+        return Err(Refusal::Limit(format!(
             "压缩包有 {n} 个部分, 最多 {max} 个 (the workbook has {n} parts; at most {max})"
-        ));
+        )));
     }
     let mut out = ZipWriter::new(Cursor::new(Vec::new()));
     let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
@@ -310,17 +321,17 @@ fn bounded_copy(bytes: &[u8]) -> Result<Vec<u8>, String> {
         let declared = part.size();
         if declared > MAX_PART_BYTES {
             let (p, max) = (shown(&name), MAX_PART_BYTES);
-            return Err(format!(
+            return Err(Refusal::Limit(format!(
                 "{p} 声明解压后有 {declared} 字节, 每部分最多 {max} 字节 ({p} declares {declared} bytes unpacked; at most {max})"
-            ));
+            )));
         }
         let room = MAX_UNPACKED_BYTES - unpacked;
         if declared > room {
             let max = MAX_UNPACKED_BYTES;
             let total = unpacked + declared;
-            return Err(format!(
+            return Err(Refusal::Limit(format!(
                 "各部分声明解压后合计至少 {total} 字节, 最多 {max} 字节 (the parts declare at least {total} bytes unpacked; at most {max})"
-            ));
+            )));
         }
         // Never trust the header: unpack at most one byte past what is allowed.
         let cap = MAX_PART_BYTES.min(room);
@@ -331,14 +342,14 @@ fn bounded_copy(bytes: &[u8]) -> Result<Vec<u8>, String> {
             .map_err(|e| damaged(format!("{}: {e}", shown(&name))))?;
         if data.len() as u64 > cap {
             let p = shown(&name);
-            return Err(if cap == MAX_PART_BYTES {
+            return Err(Refusal::Limit(if cap == MAX_PART_BYTES {
                 format!(
                     "{p} 解压后超过 {cap} 字节 (声明为 {declared}), 每部分最多 {cap} 字节 ({p} unpacks to more than {cap} bytes, declared {declared}; at most {cap})"
                 )
             } else {
                 let max = MAX_UNPACKED_BYTES;
                 format!("各部分解压后合计超过 {max} 字节 (the parts unpack to more than {max} bytes; at most {max})")
-            });
+            }));
         }
         drop(part);
         scan_part(&name, &data, &mut shared_strings)?;
@@ -352,7 +363,7 @@ fn bounded_copy(bytes: &[u8]) -> Result<Vec<u8>, String> {
 /// A quick pass over one XML part, before calamine reads it: the shared-string table's
 /// declared and actual size, and every cell, row and dimension reference inside Excel's
 /// grid (calamine's arithmetic on them assumes so).
-fn scan_part(name: &str, data: &[u8], shared_strings: &mut u64) -> Result<(), String> {
+fn scan_part(name: &str, data: &[u8], shared_strings: &mut u64) -> Result<(), Refusal> {
     let mut xml = quick_xml::Reader::from_reader(data);
     let config = xml.config_mut();
     config.check_end_names = false;
@@ -371,9 +382,9 @@ fn scan_part(name: &str, data: &[u8], shared_strings: &mut u64) -> Result<(), St
                         && n > MAX_SHARED_STRINGS
                     {
                         let max = MAX_SHARED_STRINGS;
-                        return Err(format!(
+                        return Err(Refusal::Limit(format!(
                             "共享字符串表声明了 {n} 项, 最多 {max} 项 (the shared-string table declares {n} entries; at most {max})"
-                        ));
+                        )));
                     }
                 }
             }
@@ -381,9 +392,9 @@ fn scan_part(name: &str, data: &[u8], shared_strings: &mut u64) -> Result<(), St
                 *shared_strings += 1;
                 if *shared_strings > MAX_SHARED_STRINGS {
                     let max = MAX_SHARED_STRINGS;
-                    return Err(format!(
+                    return Err(Refusal::Limit(format!(
                         "共享字符串表超过 {max} 项 (the shared-string table has more than {max} entries; at most {max})"
-                    ));
+                    )));
                 }
             }
             "c" => check_ref(attr(&e, "r", name)?, false, name)?,
@@ -407,7 +418,7 @@ fn scan_part(name: &str, data: &[u8], shared_strings: &mut u64) -> Result<(), St
 }
 
 /// The raw value of an attribute by its local name, as text.
-fn attr(e: &BytesStart<'_>, key: &str, part: &str) -> Result<Option<String>, String> {
+fn attr(e: &BytesStart<'_>, key: &str, part: &str) -> Result<Option<String>, Refusal> {
     let mut found = None;
     for a in e.attributes().with_checks(false) {
         let a = a.map_err(|err| damaged(format!("{}: {err}", shown(part))))?;
@@ -424,14 +435,14 @@ fn attr(e: &BytesStart<'_>, key: &str, part: &str) -> Result<Option<String>, Str
     Ok(found)
 }
 
-fn check_ref(value: Option<String>, row_only: bool, part: &str) -> Result<(), String> {
+fn check_ref(value: Option<String>, row_only: bool, part: &str) -> Result<(), Refusal> {
     match value {
         Some(v) if cell_ref(&v, row_only).is_none() => Err(outside(part, &v)),
         _ => Ok(()),
     }
 }
 
-fn outside(part: &str, value: &str) -> String {
+fn outside(part: &str, value: &str) -> Refusal {
     let v = shown(value);
     damaged(format!(
         "{} 中的位置 “{v}” 不在 Excel 的 {EXCEL_ROWS} 行 × {EXCEL_COLUMNS} 列之内 (reference “{v}” is outside Excel's grid)",

@@ -3,12 +3,10 @@
 //! mutation run on stable Rust; `collector/fuzz` has the cargo-fuzz targets `xlsx_import`
 //! and `csv_import` for longer runs.
 
-#[path = "support/import_checks.rs"]
-mod import_checks;
-#[path = "support/workbook.rs"]
-mod workbook;
+mod support;
 
-use import_checks::check_import;
+use support::import_checks::check_import;
+use support::workbook;
 use zip::CompressionMethod;
 
 /// xorshift64*: deterministic, no dependency.

@@ -5,8 +5,7 @@
 //! formula or forge a row, and still imports back (F9).
 
 mod common;
-#[path = "support/workbook.rs"]
-mod workbook;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,6 +15,8 @@ use chrono::Utc;
 use kaohe_collector::store::{Store, Unit};
 use kaohe_rubric::evidence::{CheckStatus, HostFacts, Observation, Report};
 use zip::CompressionMethod;
+
+use support::workbook;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -2,24 +2,17 @@
 //! rules as the pages; POSTs carry the session's CSRF token in `X-CSRF-Token`. Errors are
 //! `{"error": "中文 (English)"}`; without a session, 401.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
 
 use super::auth::{Role, Session};
-use super::pages::{EntryInput, new_entry, withdraw};
-use super::{WebError, WebState, csrf_ok, json_error, split_suffix};
-
-type Q = Query<HashMap<String, String>>;
-
-fn q<'a>(query: &'a Q, key: &str) -> Option<&'a str> {
-    query.0.get(key).map(String::as_str)
-}
+use super::{Q, WebError, WebState, csrf_ok, json_error, q, split_suffix};
+use crate::entries::{EntryInput, new_entry, withdraw};
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_string(value) {
@@ -196,7 +189,7 @@ pub async fn unit_post(
         if suffix == "/entries/withdraw" {
             let w: WithdrawInput = serde_json::from_value(value)
                 .map_err(|e| WebError::BadRequest(format!("请求格式错误 (bad request): {e}")))?;
-            withdraw(&st, &s, &unit, &w.id).await?;
+            withdraw(&st.store, &s.user, &unit.id, &w.id, now).await?;
             return Ok(json(StatusCode::OK, &serde_json::json!({ "withdrawn": w.id })));
         }
         let period_text = value
@@ -207,7 +200,7 @@ pub async fn unit_post(
         let period = st.period(period_text.as_deref(), now)?;
         let input: EntryInput = serde_json::from_value(value)
             .map_err(|e| WebError::BadRequest(format!("请求格式错误 (bad request): {e}")))?;
-        let entry = new_entry(&st, &s, &unit, &period, &input, now)?;
+        let entry = new_entry(&st.rubric, &s.user, &unit.id, &period, &input, now)?;
         let id = st.store.add_entry(&entry, &s.user.name, s.user.role, now).await?;
         Ok(json(
             StatusCode::CREATED,

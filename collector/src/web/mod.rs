@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use kaohe_rubric::period::Period;
 use kaohe_rubric::rubric::Rubric;
 
@@ -211,8 +211,7 @@ fn refuse(parts: &axum::http::request::Parts, e: &WebError) -> Response {
     if parts.uri.path().starts_with("/api/") {
         return json_error(e);
     }
-    let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(&parts.uri)
-        .unwrap_or_else(|_| axum::extract::Query(Default::default()));
+    let query = Q::try_from_uri(&parts.uri).unwrap_or_else(|_| axum::extract::Query(Default::default()));
     let lang = lang_of(query.get("lang").map(String::as_str), &parts.headers);
     // The session the guard checked, if any, so the page keeps its user and logout.
     pages::error_page(lang, &query, parts.extensions.get::<Session>(), e)
@@ -303,6 +302,26 @@ impl From<StoreError> for WebError {
     }
 }
 
+impl From<crate::entries::EntryError> for WebError {
+    fn from(e: crate::entries::EntryError) -> Self {
+        use crate::entries::EntryError as E;
+        match e {
+            E::Store(e) => WebError::from(e),
+            E::MayNotEnter { .. } | E::MayNotWithdraw { .. } => WebError::Forbidden(e.to_string()),
+            E::NoLiveEntry(_) | E::NotThisUnit(_) => WebError::NotFound(e.to_string()),
+            E::UnknownKind(_) | E::BadScore(_) | E::BadExpiry(_) | E::Invalid(_) => WebError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// A request's query parameters.
+type Q = axum::extract::Query<std::collections::HashMap<String, String>>;
+
+/// One query parameter.
+fn q<'a>(query: &'a Q, key: &str) -> Option<&'a str> {
+    query.0.get(key).map(String::as_str)
+}
+
 /// The value of a cookie in the request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -385,12 +404,6 @@ impl WebState {
 /// Whether the CSRF token sent matches the session's, in constant time.
 pub fn csrf_ok(s: &Session, sent: Option<&str>) -> bool {
     sent.is_some_and(|t| auth::same(t, &s.csrf_token))
-}
-
-/// An expiry date (YYYY-MM-DD) as the instant it ends: the next local midnight, so the
-/// entry holds through that whole day.
-pub fn expiry_from_date(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
-    kaohe_rubric::period::local_midnight(day.succ_opt().unwrap_or(day), tz)
 }
 
 /// Splits `/units/{id}{suffix}` paths: the id and which of `suffixes` ended it ("" none).
@@ -548,14 +561,5 @@ mod tests {
         );
         assert_eq!(user(auth::Role::Reviewer, None).visible_units(&all).len(), 5);
         assert!(user(auth::Role::City, None).visible_units(&all).is_empty());
-    }
-
-    #[test]
-    fn an_expiry_date_holds_through_that_local_day() {
-        let t = expiry_from_date(
-            NaiveDate::from_ymd_opt(2026, 12, 31).expect("date"),
-            chrono_tz::Asia::Shanghai,
-        );
-        assert_eq!(t.to_rfc3339(), "2026-12-31T16:00:00+00:00");
     }
 }
