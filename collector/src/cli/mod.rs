@@ -262,14 +262,9 @@ where
     })
 }
 
-/// The runtime every command shares: two workers are plenty for one command.
+/// The runtime every command shares (`kaohe_process`, as the agent's).
 fn block_on<T>(f: impl std::future::Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?
-        .block_on(f)
+    kaohe_process::block_on(f).map_err(CliError::Runtime)?
 }
 
 /// A unit's full sheet from the store as of `at`; the unit must exist.

@@ -9,23 +9,7 @@ pub(super) fn run(server: &ServerArgs, log_format: LogFormat) -> Result<(), CliE
     // In JSON mode standard output stays free of the human banner.
     let banner = log_format == LogFormat::Text;
     block_on(async move {
-        crate::serve::serve_with(config, shutdown_signal(), banner).await?;
+        crate::serve::serve_with(config, kaohe_process::stop_signal(), banner).await?;
         Ok(())
     })
-}
-
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
