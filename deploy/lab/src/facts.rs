@@ -23,6 +23,25 @@ pub struct Path {
     pub source: Ipv4Addr,
 }
 
+/// Why a packet gets nowhere, in the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{host} has no route to {dst}")]
+    NoRoute { host: String, dst: Ipv4Addr },
+    #[error("{host} does not forward")]
+    NotForwarding { host: String },
+    #[error("{host} routes {dst} into {dev}, which leads nowhere")]
+    IntoNowhere { host: String, dst: Ipv4Addr, dev: String },
+    #[error("nobody has {target} on segment {segment}")]
+    NobodyThere { target: Ipv4Addr, segment: String },
+    #[error("more than {MAX_HOPS} hops to {dst}: a routing loop")]
+    Loop { dst: Ipv4Addr },
+    #[error("no way back: {0}")]
+    NoWayBack(Box<RouteError>),
+    #[error("the answer to {to} goes elsewhere")]
+    AnswerElsewhere { to: Ipv4Addr },
+}
+
 enum NextHop {
     /// Deliver on a segment to whoever has `target` there.
     Segment {
@@ -34,7 +53,7 @@ enum NextHop {
     Nowhere(String),
 }
 
-fn lookup(desc: &Description, host: usize, dst: Ipv4Addr) -> Result<NextHop, String> {
+fn lookup(desc: &Description, host: usize, dst: Ipv4Addr) -> Result<NextHop, RouteError> {
     let h = &desc.hosts[host];
     // (prefix length, preference, hop); the longest prefix wins, then the first.
     let mut best: Option<(u8, NextHop)> = None;
@@ -44,46 +63,45 @@ fn lookup(desc: &Description, host: usize, dst: Ipv4Addr) -> Result<NextHop, Str
         }
     };
     for n in &h.nics {
-        if n.ip.network().contains(dst) {
+        if n.ip.contains(&dst) {
             consider(
-                n.ip.len,
+                n.ip.prefix_len(),
                 NextHop::Segment {
                     segment: n.segment,
                     target: dst,
-                    source: n.ip.addr,
+                    source: n.ip.addr(),
                 },
             );
         }
     }
     for v in &h.virtuals {
-        if v.ip.network().contains(dst) {
-            consider(v.ip.len, NextHop::Nowhere(v.dev.clone()));
+        if v.ip.contains(&dst) {
+            consider(v.ip.prefix_len(), NextHop::Nowhere(v.dev.clone()));
         }
     }
     let via = |gw: Ipv4Addr| {
-        h.nics
-            .iter()
-            .find(|n| n.ip.network().contains(gw))
-            .map(|n| NextHop::Segment {
-                segment: n.segment,
-                target: gw,
-                source: n.ip.addr,
-            })
+        h.nics.iter().find(|n| n.ip.contains(&gw)).map(|n| NextHop::Segment {
+            segment: n.segment,
+            target: gw,
+            source: n.ip.addr(),
+        })
     };
-    for r in h.routes.iter().filter(|r| r.dst.contains(dst)) {
+    for r in h.routes.iter().filter(|r| r.dst.contains(&dst)) {
         if let Some(hop) = via(r.via) {
-            consider(r.dst.len, hop);
+            consider(r.dst.prefix_len(), hop);
         }
     }
     if let Some(hop) = h.gateway.and_then(via) {
         consider(0, hop);
     }
-    best.map(|(_, hop)| hop)
-        .ok_or_else(|| format!("{} has no route to {dst}", h.name))
+    best.map(|(_, hop)| hop).ok_or_else(|| RouteError::NoRoute {
+        host: h.name.clone(),
+        dst,
+    })
 }
 
 /// Follows a packet from `from` to `dst` through forwarding hosts.
-pub fn forward(desc: &Description, from: usize, dst: Ipv4Addr) -> Result<Path, String> {
+pub fn forward(desc: &Description, from: usize, dst: Ipv4Addr) -> Result<Path, RouteError> {
     let mut hosts = vec![from];
     let mut source = None;
     let mut at = from;
@@ -93,14 +111,17 @@ pub fn forward(desc: &Description, from: usize, dst: Ipv4Addr) -> Result<Path, S
             return Ok(Path { hosts, source });
         }
         if at != from && !desc.hosts[at].forwarding {
-            return Err(format!("{} does not forward", desc.hosts[at].name));
+            return Err(RouteError::NotForwarding {
+                host: desc.hosts[at].name.clone(),
+            });
         }
         match lookup(desc, at, dst)? {
             NextHop::Nowhere(dev) => {
-                return Err(format!(
-                    "{} routes {dst} into {dev}, which leads nowhere",
-                    desc.hosts[at].name
-                ));
+                return Err(RouteError::IntoNowhere {
+                    host: desc.hosts[at].name.clone(),
+                    dst,
+                    dev,
+                });
             }
             NextHop::Segment {
                 segment,
@@ -110,25 +131,28 @@ pub fn forward(desc: &Description, from: usize, dst: Ipv4Addr) -> Result<Path, S
                 source.get_or_insert(src);
                 let next = desc
                     .attached(segment)
-                    .find(|(_, nic)| nic.ip.addr == target)
+                    .find(|(_, nic)| nic.ip.addr() == target)
                     .map(|(i, _)| i)
-                    .ok_or_else(|| format!("nobody has {target} on segment {}", desc.segments[segment].name))?;
+                    .ok_or_else(|| RouteError::NobodyThere {
+                        target,
+                        segment: desc.segments[segment].name.clone(),
+                    })?;
                 hosts.push(next);
                 at = next;
             }
         }
     }
-    Err(format!("more than {MAX_HOPS} hops to {dst}: a routing loop"))
+    Err(RouteError::Loop { dst })
 }
 
 /// A request from `from` to `dst` and its answer back: the request's path, if both
 /// ways work.
-pub fn round_trip(desc: &Description, from: usize, dst: Ipv4Addr) -> Result<Path, String> {
+pub fn round_trip(desc: &Description, from: usize, dst: Ipv4Addr) -> Result<Path, RouteError> {
     let there = forward(desc, from, dst)?;
     let owner = *there.hosts.last().unwrap_or(&from);
-    let back = forward(desc, owner, there.source).map_err(|e| format!("no way back: {e}"))?;
+    let back = forward(desc, owner, there.source).map_err(|e| RouteError::NoWayBack(Box::new(e)))?;
     if back.hosts.last() != Some(&from) {
-        return Err(format!("the answer to {} goes elsewhere", there.source));
+        return Err(RouteError::AnswerElsewhere { to: there.source });
     }
     Ok(there)
 }
@@ -208,7 +232,7 @@ impl Facts {
                         path.get_or_insert_with(|| p.hosts.iter().map(|&x| desc.hosts[x].name.clone()).collect());
                     }
                     Err(e) => {
-                        blocked.get_or_insert(e);
+                        blocked.get_or_insert(e.to_string());
                     }
                 }
             }
@@ -277,7 +301,7 @@ impl Facts {
                     (
                         Device {
                             name: h.name.clone(),
-                            ip: nic.ip.addr,
+                            ip: nic.ip.addr(),
                             mac: nic.mac.to_string(),
                         },
                         h.registry.is_some(),
@@ -287,7 +311,7 @@ impl Facts {
             let reaching = |i: usize| !hosts[&desc.hosts[i].name].reaches_canaries.is_empty();
             let lan_prefix = desc
                 .attached(b.lan)
-                .map(|(_, nic)| nic.ip.network().to_string())
+                .map(|(_, nic)| nic.ip.trunc().to_string())
                 .next()
                 .unwrap_or_default();
             bureaus.push(BureauFacts {
