@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::model::Description;
+use crate::model::{Bureau, Canary, Description};
 
 /// How far a packet may be forwarded before the model gives up (a routing loop).
 const MAX_HOPS: usize = 16;
@@ -219,134 +219,14 @@ pub struct Device {
 
 impl Facts {
     pub fn derive(desc: &Description) -> Facts {
-        let canaries: Vec<_> = desc.canaries.iter().filter(|c| !c.leak).collect();
-        let mut hosts = BTreeMap::new();
-        for (i, h) in desc.hosts.iter().enumerate() {
-            let mut reaches = Vec::new();
-            let mut path = None;
-            let mut blocked = None;
-            for c in &canaries {
-                match round_trip(desc, i, c.ip) {
-                    Ok(p) => {
-                        reaches.push(c.name.clone());
-                        path.get_or_insert_with(|| p.hosts.iter().map(|&x| desc.hosts[x].name.clone()).collect());
-                    }
-                    Err(e) => {
-                        blocked.get_or_insert(e.to_string());
-                    }
-                }
-            }
-            let reaches_targets = desc
-                .agent_targets
-                .iter()
-                .filter(|t| round_trip(desc, i, desc.hosts[t.host].address()).is_ok())
-                .map(|t| t.name.clone())
-                .collect();
-            let addresses = h
-                .nics
-                .iter()
-                .map(|n| n.ip.to_string())
-                .chain(h.virtuals.iter().map(|v| v.ip.to_string()))
-                .chain(h.canary_ips.iter().map(|ip| format!("{ip}/32")))
-                .collect();
-            hosts.insert(
-                h.name.clone(),
-                HostFacts {
-                    bureau: h.bureau,
-                    role: h.role.clone(),
-                    addresses,
-                    reaches_canaries: reaches,
-                    internet_path: path,
-                    internet_blocked_by: blocked,
-                    reaches_targets,
-                },
-            );
-        }
-
-        let internet_segments: Vec<usize> = desc
-            .segments
+        let canaries: Vec<&Canary> = desc.canaries.iter().filter(|c| !c.leak).collect();
+        let hosts: BTreeMap<String, HostFacts> = desc
+            .hosts
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.internet)
-            .map(|(i, _)| i)
+            .map(|(i, h)| (h.name.clone(), host_facts(desc, &canaries, i)))
             .collect();
-        let mut bureaus = Vec::new();
-        for b in &desc.bureaus {
-            let members: Vec<usize> = desc
-                .hosts
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.bureau == Some(b.id))
-                .map(|(i, _)| i)
-                .collect();
-            let on_internet = |i: usize| {
-                desc.hosts[i]
-                    .nics
-                    .iter()
-                    .any(|n| internet_segments.contains(&n.segment))
-            };
-            let on_lan = |i: usize| desc.hosts[i].nic_on(b.lan).is_some();
-            let names = |pred: &dyn Fn(usize) -> bool| -> Vec<String> {
-                members
-                    .iter()
-                    .copied()
-                    .filter(|&i| pred(i))
-                    .map(|i| desc.hosts[i].name.clone())
-                    .collect()
-            };
-            let live_devices: Vec<(Device, bool)> = desc
-                .attached(b.lan)
-                .map(|(i, nic)| {
-                    let h = &desc.hosts[i];
-                    (
-                        Device {
-                            name: h.name.clone(),
-                            ip: nic.ip.addr(),
-                            mac: nic.mac.to_string(),
-                        },
-                        h.registry.is_some(),
-                    )
-                })
-                .collect();
-            let reaching = |i: usize| !hosts[&desc.hosts[i].name].reaches_canaries.is_empty();
-            let lan_prefix = desc
-                .attached(b.lan)
-                .map(|(_, nic)| nic.ip.trunc().to_string())
-                .next()
-                .unwrap_or_default();
-            bureaus.push(BureauFacts {
-                id: b.id,
-                unit_id: b.unit_id.clone(),
-                lan: desc.segments[b.lan].name.clone(),
-                lan_prefix,
-                agent: desc.hosts[b.agent].name.clone(),
-                gateway: desc.hosts[b.gateway].name.clone(),
-                unregistered: live_devices
-                    .iter()
-                    .filter(|(_, r)| !r)
-                    .map(|(d, _)| d.clone())
-                    .collect(),
-                live_devices: live_devices.into_iter().map(|(d, _)| d).collect(),
-                stale: b
-                    .stale
-                    .iter()
-                    .map(|s| Device {
-                        name: s.name.clone(),
-                        ip: s.ip,
-                        mac: s.mac.to_string(),
-                    })
-                    .collect(),
-                dual_homed: names(&|i| on_lan(i) && on_internet(i) && !desc.hosts[i].forwarding),
-                rogue_routers: names(&|i| on_lan(i) && on_internet(i) && desc.hosts[i].forwarding),
-                hosts_reaching_internet: names(&reaching),
-                false_positive_controls: names(&|i| !desc.hosts[i].virtuals.is_empty() && !reaching(i)),
-                flapping_uplinks: members
-                    .iter()
-                    .filter(|&&i| i == desc.flap.host)
-                    .map(|&i| format!("{} on {}", desc.hosts[i].name, desc.segments[desc.flap.segment].name))
-                    .collect(),
-            });
-        }
+        let bureaus = desc.bureaus.iter().map(|b| bureau_facts(desc, &hosts, b)).collect();
         Facts {
             hosts,
             bureaus,
@@ -356,5 +236,131 @@ impl Facts {
 
     pub fn bureau(&self, id: u8) -> Option<&BureauFacts> {
         self.bureaus.iter().find(|b| b.id == id)
+    }
+}
+
+/// What one host reaches: the canaries (and through whom), the agent's targets.
+fn host_facts(desc: &Description, canaries: &[&Canary], i: usize) -> HostFacts {
+    let h = &desc.hosts[i];
+    let mut reaches = Vec::new();
+    let mut path = None;
+    let mut blocked = None;
+    for c in canaries {
+        match round_trip(desc, i, c.ip) {
+            Ok(p) => {
+                reaches.push(c.name.clone());
+                path.get_or_insert_with(|| p.hosts.iter().map(|&x| desc.hosts[x].name.clone()).collect());
+            }
+            Err(e) => {
+                blocked.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let reaches_targets = desc
+        .agent_targets
+        .iter()
+        .filter(|t| round_trip(desc, i, desc.hosts[t.host].address()).is_ok())
+        .map(|t| t.name.clone())
+        .collect();
+    let addresses = h
+        .nics
+        .iter()
+        .map(|n| n.ip.to_string())
+        .chain(h.virtuals.iter().map(|v| v.ip.to_string()))
+        .chain(h.canary_ips.iter().map(|ip| format!("{ip}/32")))
+        .collect();
+    HostFacts {
+        bureau: h.bureau,
+        role: h.role.clone(),
+        addresses,
+        reaches_canaries: reaches,
+        internet_path: path,
+        internet_blocked_by: blocked,
+        reaches_targets,
+    }
+}
+
+/// What one bureau's inventory, registry and isolation checks should find.
+fn bureau_facts(desc: &Description, hosts: &BTreeMap<String, HostFacts>, b: &Bureau) -> BureauFacts {
+    let internet_segments: Vec<usize> = desc
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.internet)
+        .map(|(i, _)| i)
+        .collect();
+    let members: Vec<usize> = desc
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.bureau == Some(b.id))
+        .map(|(i, _)| i)
+        .collect();
+    let on_internet = |i: usize| {
+        desc.hosts[i]
+            .nics
+            .iter()
+            .any(|n| internet_segments.contains(&n.segment))
+    };
+    let on_lan = |i: usize| desc.hosts[i].nic_on(b.lan).is_some();
+    let names = |pred: &dyn Fn(usize) -> bool| -> Vec<String> {
+        members
+            .iter()
+            .copied()
+            .filter(|&i| pred(i))
+            .map(|i| desc.hosts[i].name.clone())
+            .collect()
+    };
+    let live_devices: Vec<(Device, bool)> = desc
+        .attached(b.lan)
+        .map(|(i, nic)| {
+            let h = &desc.hosts[i];
+            (
+                Device {
+                    name: h.name.clone(),
+                    ip: nic.ip.addr(),
+                    mac: nic.mac.to_string(),
+                },
+                h.registry.is_some(),
+            )
+        })
+        .collect();
+    let reaching = |i: usize| !hosts[&desc.hosts[i].name].reaches_canaries.is_empty();
+    let lan_prefix = desc
+        .attached(b.lan)
+        .map(|(_, nic)| nic.ip.trunc().to_string())
+        .next()
+        .unwrap_or_default();
+    BureauFacts {
+        id: b.id,
+        unit_id: b.unit_id.clone(),
+        lan: desc.segments[b.lan].name.clone(),
+        lan_prefix,
+        agent: desc.hosts[b.agent].name.clone(),
+        gateway: desc.hosts[b.gateway].name.clone(),
+        unregistered: live_devices
+            .iter()
+            .filter(|(_, r)| !r)
+            .map(|(d, _)| d.clone())
+            .collect(),
+        live_devices: live_devices.into_iter().map(|(d, _)| d).collect(),
+        stale: b
+            .stale
+            .iter()
+            .map(|s| Device {
+                name: s.name.clone(),
+                ip: s.ip,
+                mac: s.mac.to_string(),
+            })
+            .collect(),
+        dual_homed: names(&|i| on_lan(i) && on_internet(i) && !desc.hosts[i].forwarding),
+        rogue_routers: names(&|i| on_lan(i) && on_internet(i) && desc.hosts[i].forwarding),
+        hosts_reaching_internet: names(&reaching),
+        false_positive_controls: names(&|i| !desc.hosts[i].virtuals.is_empty() && !reaching(i)),
+        flapping_uplinks: members
+            .iter()
+            .filter(|&&i| i == desc.flap.host)
+            .map(|&i| format!("{} on {}", desc.hosts[i].name, desc.segments[desc.flap.segment].name))
+            .collect(),
     }
 }

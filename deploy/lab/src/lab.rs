@@ -36,27 +36,32 @@ pub(crate) fn unix_ms() -> u128 {
 }
 
 impl Lab {
+    /// The lab `opts` describe, with nothing built or found yet.
+    fn new(opts: &Options, root_link: Option<RootLink>, owned: bool) -> Result<Lab, LabError> {
+        check_prefix(&opts.prefix)?;
+        let desc = Description::load(&opts.description)?;
+        Ok(Lab {
+            facts: Facts::derive(&desc),
+            desc,
+            prefix: opts.prefix.clone(),
+            description_path: opts.description.clone(),
+            state_dir: opts.state_dir.clone(),
+            helper: opts.helper.clone(),
+            root_link,
+            timings: Vec::new(),
+            children: Vec::new(),
+            verbose: opts.verbose,
+            owned,
+        })
+    }
+
     /// Builds the lab (after removing a stale one with the same prefix).
     pub fn up(opts: Options) -> Result<Lab, LabError> {
         check_prefix(&opts.prefix)?;
         if !is_root() {
             return Err(LabError::NotRoot);
         }
-        let desc = Description::load(&opts.description)?;
-        let facts = Facts::derive(&desc);
-        let mut lab = Lab {
-            desc,
-            facts,
-            prefix: opts.prefix.clone(),
-            description_path: opts.description.clone(),
-            state_dir: opts.state_dir.clone(),
-            helper: opts.helper.clone(),
-            root_link: None,
-            timings: Vec::new(),
-            children: Vec::new(),
-            verbose: opts.verbose,
-            owned: true,
-        };
+        let mut lab = Lab::new(&opts, None, true)?;
         let start = Instant::now();
         lab.step("clean", |lab| cleanup(&lab.prefix, &lab.state_dir).map(|_| ()))?;
         lab.step("plan", Lab::claim_root_link)?;
@@ -90,23 +95,8 @@ impl Lab {
     /// A lab that is already up (built by another process, e.g. `lab up`). Dropping it
     /// leaves the lab running.
     pub fn attach(opts: Options) -> Result<Lab, LabError> {
-        check_prefix(&opts.prefix)?;
-        let desc = Description::load(&opts.description)?;
-        let facts = Facts::derive(&desc);
         let info = read_run_info(&opts.state_dir).ok();
-        let lab = Lab {
-            desc,
-            facts,
-            prefix: opts.prefix.clone(),
-            description_path: opts.description.clone(),
-            state_dir: opts.state_dir.clone(),
-            helper: opts.helper.clone(),
-            root_link: info.map(|i| i.root_link),
-            timings: Vec::new(),
-            children: Vec::new(),
-            verbose: opts.verbose,
-            owned: false,
-        };
+        let lab = Lab::new(&opts, info.map(|i| i.root_link), false)?;
         let first = lab.namespace_of_host(0);
         if !sys::netns_list()?.contains(&first) {
             return Err(LabError::State(format!(

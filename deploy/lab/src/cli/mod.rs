@@ -94,7 +94,7 @@ pub enum Command {
     Flap(FlapCommand),
     /// The demo: lab, collector, agents, score table (demo --help)
     Demo(DemoArgs),
-    /// The agent's benchmarks, as Markdown tables (docs/benchmarks.md; bench --help)
+    /// The agent's benchmarks, as Markdown tables (docs/benchmarks.md)
     #[command(subcommand)]
     Bench(BenchCommand),
     /// A probe from inside a lab host (run by the lab)
