@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::EX_USAGE;
 use crate::bench::{self, BenchError, RssOptions, SweepOptions, Tool};
 
 const AFTER_HELP: &str = "\
@@ -78,18 +77,8 @@ fn default_agent() -> PathBuf {
     dir.parent().unwrap_or(&dir).join("release").join("kaohe-agent")
 }
 
-/// Runs a bench command; returns the exit code (64 bad usage, 1 failed).
-pub(super) fn run(cmd: BenchCommand) -> i32 {
-    match bench(cmd) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("kaohe-lab bench: {e}");
-            if matches!(e, BenchError::Usage(_)) { EX_USAGE } else { 1 }
-        }
-    }
-}
-
-fn bench(cmd: BenchCommand) -> Result<(), BenchError> {
+/// Runs a bench command.
+pub(super) fn run(cmd: BenchCommand) -> Result<(), BenchError> {
     if !crate::is_root() {
         return Err(BenchError::NotRoot);
     }

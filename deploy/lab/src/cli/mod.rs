@@ -3,8 +3,10 @@
 //! the demo ([`crate::demo`]) and the agent's benchmarks ([`bench`]), and, inside the
 //! lab's namespaces, its helper processes ([`crate::helper`]).
 //!
-//! Exit codes, decided here: 0 done, 1 failed, 3 `status` of a lab that is down,
-//! 64 bad usage (a probe: 2), 77 not root; the demo has its own (`demo --help`).
+//! Exit codes, all decided here: 0 done; 1 failed; 3 `status` of a lab that is down;
+//! 64 bad usage; 77 not root. The demo adds 69 (a service failed), 70 (internal) and 130
+//! (interrupted before the table). A probe exits 0 when answered, 1 when not, 2 on any
+//! error (bad use included).
 
 mod bench;
 mod lab;
@@ -14,16 +16,25 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::LabError;
-use crate::demo::DemoArgs;
-use crate::helper::{FlapArgs, ProbeArgs, ServeArgs};
+use crate::bench::BenchError;
+use crate::demo::{DemoArgs, DemoFailure};
+use crate::helper::{FlapArgs, HelperError, ProbeArgs, ServeArgs};
 
 pub use bench::BenchCommand;
 pub use lab::{FlapCommand, OnOff, UpDown};
 
 /// Bad arguments (sysexits' EX_USAGE).
 pub const EX_USAGE: i32 = 64;
+/// A service the demo runs failed (EX_UNAVAILABLE).
+pub const EX_UNAVAILABLE: i32 = 69;
+/// Internal (EX_SOFTWARE).
+pub const EX_SOFTWARE: i32 = 70;
 /// Not root (sysexits' EX_NOPERM).
 pub const EX_NOPERM: i32 = 77;
+/// Interrupted (128 + SIGINT).
+pub const EX_INTERRUPTED: i32 = 130;
+/// A probe's bad use or error.
+const PROBE_ERROR: i32 = 2;
 
 const AFTER_HELP: &str = "\
 The prefix defaults to $KAOHE_LAB_PREFIX, then lab.toml's default_prefix; the state
@@ -115,12 +126,55 @@ pub fn main() -> i32 {
         Err(e) => return usage_error(&e),
     };
     match cli.command {
-        Command::Probe(args) => crate::helper::probe_main(&args),
-        Command::Serve(args) => crate::helper::serve_main(&args),
-        Command::FlapRun(args) => crate::helper::flap_main(&args),
-        Command::Demo(args) => crate::demo::main(&args),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Probe(args) => match crate::helper::probe(&args) {
+            Ok((answered, line)) => {
+                println!("{line}");
+                if answered { 0 } else { 1 }
+            }
+            Err(e) => {
+                eprintln!("kaohe-lab probe: {e}");
+                PROBE_ERROR
+            }
+        },
+        Command::Serve(args) => helper_exit("serve", crate::helper::serve(&args)),
+        Command::FlapRun(args) => helper_exit("flap-run", crate::helper::flap(&args)),
+        // The demo has said what went wrong, in Chinese first.
+        Command::Demo(args) => crate::demo::main(&args).map_or_else(|e| demo_exit(e.kind()), |()| 0),
+        Command::Bench(cmd) => bench_exit(bench::run(cmd)),
         command => lab_exit(lab::run(cli.prefix, cli.file, cli.state, command)),
+    }
+}
+
+fn helper_exit(name: &str, result: Result<(), HelperError>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kaohe-lab {name}: {e}");
+            1
+        }
+    }
+}
+
+fn demo_exit(failure: DemoFailure) -> i32 {
+    match failure {
+        DemoFailure::Usage => EX_USAGE,
+        DemoFailure::Unavailable => EX_UNAVAILABLE,
+        DemoFailure::Internal => EX_SOFTWARE,
+        DemoFailure::NotRoot => EX_NOPERM,
+        DemoFailure::Interrupted => EX_INTERRUPTED,
+    }
+}
+
+fn bench_exit(result: Result<(), BenchError>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kaohe-lab bench: {e}");
+            match e {
+                BenchError::Usage(_) => EX_USAGE,
+                _ => 1,
+            }
+        }
     }
 }
 
@@ -131,7 +185,7 @@ fn usage_error(e: &clap::Error) -> i32 {
         return 0;
     }
     let probe = std::env::args().nth(1).as_deref() == Some("probe");
-    if probe { 2 } else { EX_USAGE }
+    if probe { PROBE_ERROR } else { EX_USAGE }
 }
 
 /// The exit code of a lab command.

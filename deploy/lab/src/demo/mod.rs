@@ -27,13 +27,20 @@ use text::mmss;
 
 use crate::{LabError, check_prefix, is_root, leftovers};
 
-/// Exit codes: 0 done (or Ctrl-C after the table), 64 usage, 69 a service failed,
-/// 70 internal, 77 not root, 130 interrupted before the table.
-const EX_USAGE: i32 = 64;
-const EX_UNAVAILABLE: i32 = 69;
-const EX_SOFTWARE: i32 = 70;
-const EX_NOPERM: i32 = 77;
-const EX_INTERRUPTED: i32 = 130;
+/// How the demo failed; `kaohe-lab` turns it into the exit code (see [`crate::cli`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoFailure {
+    /// Bad options.
+    Usage,
+    /// A service (the collector, an agent, a port, a command) failed.
+    Unavailable,
+    /// A bug or the machine (files, randomness, the runtime).
+    Internal,
+    /// Not root.
+    NotRoot,
+    /// SIGINT, SIGTERM or SIGHUP before the table.
+    Interrupted,
+}
 
 pub const USAGE: &str = "\
 用法 (usage): kaohe-lab demo [选项]   (deploy/demo 先构建再运行它; 需要 root)
@@ -70,20 +77,24 @@ pub struct DemoArgs {
     exit_after_table: bool,
 }
 
-/// What went wrong, said in Chinese first, and the exit code.
+/// What went wrong, said in Chinese first, and how.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-struct DemoError {
-    code: i32,
+pub struct DemoError {
+    kind: DemoFailure,
     message: String,
 }
 
 impl DemoError {
-    fn new(code: i32, message: impl Into<String>) -> DemoError {
+    fn new(kind: DemoFailure, message: impl Into<String>) -> DemoError {
         DemoError {
-            code,
+            kind,
             message: message.into(),
         }
+    }
+
+    pub fn kind(&self) -> DemoFailure {
+        self.kind
     }
 }
 
@@ -91,14 +102,14 @@ impl From<LabError> for DemoError {
     fn from(e: LabError) -> DemoError {
         match e {
             LabError::NotRoot => not_root(),
-            other => DemoError::new(EX_SOFTWARE, format!("实验网络出错 (lab error): {other}")),
+            other => DemoError::new(DemoFailure::Internal, format!("实验网络出错 (lab error): {other}")),
         }
     }
 }
 
 fn not_root() -> DemoError {
     DemoError::new(
-        EX_NOPERM,
+        DemoFailure::NotRoot,
         "演示需要 root 权限: 它用网络命名空间 (ip netns)、veth 和网桥搭建一个小省份的实验网络。\
          请运行 deploy/demo\n\
          (the demo needs root: it builds network namespaces, veths and bridges; run deploy/demo)",
@@ -106,7 +117,7 @@ fn not_root() -> DemoError {
 }
 
 fn interrupted() -> DemoError {
-    DemoError::new(EX_INTERRUPTED, "已中断 (interrupted)")
+    DemoError::new(DemoFailure::Interrupted, "已中断 (interrupted)")
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +131,7 @@ struct DemoOptions {
 
 /// Checks what clap cannot: the wait's range and the prefix.
 fn options(args: &DemoArgs) -> Result<DemoOptions, DemoError> {
-    let usage = |e: String| DemoError::new(EX_USAGE, format!("{e}\n\n{USAGE}"));
+    let usage = |e: String| DemoError::new(DemoFailure::Usage, format!("{e}\n\n{USAGE}"));
     let secs = args.seconds.unwrap_or(args.minutes * 60.0);
     if !(secs.is_finite() && (0.0..=7.0 * 86_400.0).contains(&secs)) {
         return Err(usage(format!(
@@ -137,20 +148,21 @@ fn options(args: &DemoArgs) -> Result<DemoOptions, DemoError> {
     })
 }
 
-/// Runs `kaohe-lab demo`; returns the exit code.
-pub fn main(args: &DemoArgs) -> i32 {
+/// Runs `kaohe-lab demo`; on failure it has said what went wrong (and whether anything
+/// was left over).
+pub fn main(args: &DemoArgs) -> Result<(), DemoError> {
     let opts = match options(args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("kaohe-lab demo: {e}");
-            return e.code;
+            return Err(e);
         }
     };
     match run(&opts) {
-        Ok(code) => code,
+        Ok(()) => Ok(()),
         Err(e) => {
             // The lab and the services are gone by now (dropped on the way out of `run`).
-            if e.code == EX_INTERRUPTED {
+            if e.kind == DemoFailure::Interrupted {
                 eprintln!("已中断 (interrupted)");
             } else {
                 eprintln!("\n错误 (error): {e}");
@@ -164,12 +176,12 @@ pub fn main(args: &DemoArgs) -> i32 {
                 ),
                 Err(e) => eprintln!("无法检查残留 (cannot check for leftovers): {e}"),
             }
-            e.code
+            Err(e)
         }
     }
 }
 
-fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
+fn run(opts: &DemoOptions) -> Result<(), DemoError> {
     let started = Instant::now();
     if !is_root() {
         return Err(not_root());
@@ -180,13 +192,13 @@ fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
     let listener = bind_port(opts.port)?;
     let port = listener
         .local_addr()
-        .map_err(|e| DemoError::new(EX_SOFTWARE, format!("{e}")))?
+        .map_err(|e| DemoError::new(DemoFailure::Internal, format!("{e}")))?
         .port();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| DemoError::new(EX_SOFTWARE, format!("tokio: {e}")))?;
+        .map_err(|e| DemoError::new(DemoFailure::Internal, format!("tokio: {e}")))?;
     let stop = watch_signals(&rt)?;
 
     let mut demo = Demo::up(opts, bins, stop)?;
@@ -194,7 +206,7 @@ fn run(opts: &DemoOptions) -> Result<i32, DemoError> {
     let upstream = demo.start_collector()?;
     let fingerprint =
         kaohe_collector::tls::ca_fingerprint(&kaohe_collector::tls::TlsFiles::in_dir(&demo.data.join("tls")))
-            .map_err(|e| DemoError::new(EX_SOFTWARE, format!("CA 指纹 (fingerprint): {e}")))?;
+            .map_err(|e| DemoError::new(DemoFailure::Internal, format!("CA 指纹 (fingerprint): {e}")))?;
     let coll_ns = demo.lab.namespace(&demo.desc.hosts[demo.desc.collector.host].name)?;
     println!(
         "   {} (命名空间 {coll_ns}); 数据 {}",
@@ -233,7 +245,7 @@ fn check_ip_command() -> Result<(), DemoError> {
         Ok(())
     } else {
         Err(DemoError::new(
-            EX_UNAVAILABLE,
+            DemoFailure::Unavailable,
             "找不到 ip 命令: 请安装 iproute2 (apt-get install iproute2) (the `ip` command is missing: install iproute2)",
         ))
     }
@@ -254,7 +266,7 @@ mod tests {
         match <Demo as clap::Parser>::try_parse_from(argv) {
             Ok(d) => options(&d.args).map(Some),
             Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(None),
-            Err(e) => Err(DemoError::new(EX_USAGE, e.to_string())),
+            Err(e) => Err(DemoError::new(DemoFailure::Usage, e.to_string())),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{DemoError, EX_SOFTWARE, EX_UNAVAILABLE, interrupted};
+use super::{DemoError, DemoFailure, interrupted};
 use crate::{Lab, leftovers, sys};
 
 /// Set once SIGINT, SIGTERM or SIGHUP arrived. Watched by a tokio task on its own worker
@@ -53,7 +53,12 @@ pub(super) fn watch_signals(rt: &tokio::runtime::Runtime) -> Result<Stop, DemoEr
         }
         Ok::<_, io::Error>(())
     })
-    .map_err(|e| DemoError::new(EX_SOFTWARE, format!("无法处理信号 (cannot handle signals): {e}")))?;
+    .map_err(|e| {
+        DemoError::new(
+            DemoFailure::Internal,
+            format!("无法处理信号 (cannot handle signals): {e}"),
+        )
+    })?;
     for mut s in streams {
         let flag = flag.clone();
         rt.spawn(async move {
@@ -121,7 +126,7 @@ pub(super) struct Binaries {
 pub(super) fn binaries() -> Result<Binaries, DemoError> {
     let helper = std::env::current_exe().map_err(|e| {
         DemoError::new(
-            EX_SOFTWARE,
+            DemoFailure::Internal,
             format!("找不到 kaohe-lab 自身 (cannot find own binary): {e}"),
         )
     })?;
@@ -137,7 +142,7 @@ pub(super) fn binaries() -> Result<Binaries, DemoError> {
             Ok(p)
         } else {
             Err(DemoError::new(
-                EX_UNAVAILABLE,
+                DemoFailure::Unavailable,
                 format!(
                     "找不到 {name} ({} 中没有): 请先运行 `{build}`, 或直接用 deploy/demo (它会构建)\n\
                      ({name} is missing from {}: run `{build}` first, or use deploy/demo, which builds)",
@@ -173,13 +178,13 @@ pub(super) fn collector_cli(
     }
     let out = cmd.output().map_err(|e| {
         DemoError::new(
-            EX_UNAVAILABLE,
+            DemoFailure::Unavailable,
             format!("无法运行 (cannot run) {}: {e}", bins.collector.display()),
         )
     })?;
     if !out.status.success() {
         return Err(DemoError::new(
-            EX_UNAVAILABLE,
+            DemoFailure::Unavailable,
             format!(
                 "kaohe-collector {} 失败 (failed, {}): {}",
                 args.join(" "),
@@ -195,13 +200,13 @@ pub(super) fn collector_cli(
 pub(super) fn spawn_in(ns: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child, DemoError> {
     let file = fs::File::create(log).map_err(|e| {
         DemoError::new(
-            EX_SOFTWARE,
+            DemoFailure::Internal,
             format!("无法创建日志 (cannot create) {}: {e}", log.display()),
         )
     })?;
     let err = file
         .try_clone()
-        .map_err(|e| DemoError::new(EX_SOFTWARE, format!("日志 (log): {e}")))?;
+        .map_err(|e| DemoError::new(DemoFailure::Internal, format!("日志 (log): {e}")))?;
     let mut cmd = sys::in_netns(ns, program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -210,7 +215,7 @@ pub(super) fn spawn_in(ns: &str, program: &Path, args: &[&str], log: &Path) -> R
         .process_group(0);
     cmd.spawn().map_err(|e| {
         DemoError::new(
-            EX_UNAVAILABLE,
+            DemoFailure::Unavailable,
             format!("无法在 {ns} 中启动 (cannot start in {ns}) {}: {e}", program.display()),
         )
     })
@@ -236,7 +241,7 @@ pub(super) fn random_password() -> Result<String, DemoError> {
     let mut bytes = [0u8; 64];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| DemoError::new(EX_SOFTWARE, format!("无法读取随机数 (/dev/urandom): {e}")))?;
+        .map_err(|e| DemoError::new(DemoFailure::Internal, format!("无法读取随机数 (/dev/urandom): {e}")))?;
     // Rejection sampling keeps the characters uniform.
     let limit = 256 - 256 % ALPHABET.len();
     let pw: String = bytes
@@ -246,7 +251,10 @@ pub(super) fn random_password() -> Result<String, DemoError> {
         .take(16)
         .collect();
     if pw.len() < 16 {
-        return Err(DemoError::new(EX_SOFTWARE, "随机数不足 (not enough randomness)"));
+        return Err(DemoError::new(
+            DemoFailure::Internal,
+            "随机数不足 (not enough randomness)",
+        ));
     }
     Ok(pw)
 }
@@ -256,7 +264,7 @@ pub(super) fn check_children(running: &mut Running, run_dir: &Path) -> Result<()
     if let Some(status) = running.collector.as_mut().and_then(exited) {
         let log = run_dir.join("collector.log");
         return Err(DemoError::new(
-            EX_UNAVAILABLE,
+            DemoFailure::Unavailable,
             format!(
                 "采集中心已退出 (the collector exited, {status}); {}:\n{}",
                 log.display(),
@@ -268,7 +276,7 @@ pub(super) fn check_children(running: &mut Running, run_dir: &Path) -> Result<()
         if let Some(status) = exited(a) {
             let log = run_dir.join(format!("agent-b{}.log", i + 1));
             return Err(DemoError::new(
-                EX_UNAVAILABLE,
+                DemoFailure::Unavailable,
                 format!(
                     "代理已退出 (an agent exited, {status}); {}:\n{}",
                     log.display(),
@@ -294,7 +302,7 @@ pub(super) fn bind_port(port: u16) -> Result<TcpListener, DemoError> {
         } else {
             format!("无法监听 {addr} (cannot listen): {e}")
         };
-        DemoError::new(EX_UNAVAILABLE, why)
+        DemoError::new(DemoFailure::Unavailable, why)
     })
 }
 

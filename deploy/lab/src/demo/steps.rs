@@ -15,7 +15,7 @@ use super::process::{
     Binaries, Running, Stop, check_children, collector_cli, exited, log_tail, random_password, spawn_in, teardown,
 };
 use super::text::{LEAK_PROBES, deduction_line, mmss, quicken};
-use super::{DemoError, DemoOptions, EX_SOFTWARE, EX_UNAVAILABLE, interrupted};
+use super::{DemoError, DemoFailure, DemoOptions, interrupted};
 use crate::{Description, FlapMode, Lab, Options, RootLink, sys};
 
 /// Province and city above the lab's bureaus (the lab has only bureaus).
@@ -54,7 +54,7 @@ pub(super) struct Logins {
 
 fn io_failure(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DemoError {
     let context = format!("{what} {}", path.display());
-    move |e| DemoError::new(EX_SOFTWARE, format!("{context}: {e}"))
+    move |e| DemoError::new(DemoFailure::Internal, format!("{context}: {e}"))
 }
 
 impl Demo {
@@ -94,10 +94,12 @@ impl Demo {
                 desc.flap.down.as_secs()
             );
         }
-        let root = lab
-            .root_link()
-            .cloned()
-            .ok_or_else(|| DemoError::new(EX_SOFTWARE, "实验网络没有到采集中心的链路 (the lab has no root link)"))?;
+        let root = lab.root_link().cloned().ok_or_else(|| {
+            DemoError::new(
+                DemoFailure::Internal,
+                "实验网络没有到采集中心的链路 (the lab has no root link)",
+            )
+        })?;
         let run_dir = lab.state_dir().join("run");
         Ok(Demo {
             running,
@@ -182,7 +184,7 @@ impl Demo {
         let first = desc
             .bureaus
             .first()
-            .ok_or_else(|| DemoError::new(EX_SOFTWARE, "实验网络没有司法局 (the lab has no bureau)"))?;
+            .ok_or_else(|| DemoError::new(DemoFailure::Internal, "实验网络没有司法局 (the lab has no bureau)"))?;
         let staff = format!("b{}-staff", first.id);
         let staff_pw = random_password()?;
         collector_cli(
@@ -228,7 +230,7 @@ impl Demo {
             self.stop.check()?;
             if let Some(status) = self.running.collector.as_mut().and_then(exited) {
                 return Err(DemoError::new(
-                    EX_UNAVAILABLE,
+                    DemoFailure::Unavailable,
                     format!(
                         "采集中心启动失败 (the collector exited, {status}); {}:\n{}",
                         coll_log.display(),
@@ -243,7 +245,7 @@ impl Demo {
             }
             if Instant::now() > deadline {
                 return Err(DemoError::new(
-                    EX_UNAVAILABLE,
+                    DemoFailure::Unavailable,
                     format!(
                         "采集中心 30 秒内未就绪 (the collector did not answer within 30 s); {}:\n{}",
                         coll_log.display(),
@@ -264,11 +266,15 @@ impl Demo {
                 .cli(&["token", "create", "--unit", &b.unit_id, "--hours", "1"])?
                 .trim()
                 .to_string();
-            let generated = fs::read_to_string(self.lab.agent_config_path(b.id))
-                .map_err(|e| DemoError::new(EX_SOFTWARE, format!("代理配置 (agent config) of bureau {}: {e}", b.id)))?;
+            let generated = fs::read_to_string(self.lab.agent_config_path(b.id)).map_err(|e| {
+                DemoError::new(
+                    DemoFailure::Internal,
+                    format!("代理配置 (agent config) of bureau {}: {e}", b.id),
+                )
+            })?;
             let agent_config = self.dir.join(format!("b{}-agent.toml", b.id));
             fs::write(&agent_config, quicken(&generated)? + LEAK_PROBES)
-                .map_err(|e| DemoError::new(EX_SOFTWARE, format!("{}: {e}", agent_config.display())))?;
+                .map_err(|e| DemoError::new(DemoFailure::Internal, format!("{}: {e}", agent_config.display())))?;
             let ns = self.lab.namespace(&self.desc.hosts[b.agent].name)?;
             let out = sys::in_netns(&ns, &self.bins.agent)
                 .args(["enroll", &token, "--config"])
@@ -276,10 +282,10 @@ impl Demo {
                 .stdin(Stdio::null())
                 .process_group(0)
                 .output()
-                .map_err(|e| DemoError::new(EX_UNAVAILABLE, format!("kaohe-agent enroll: {e}")))?;
+                .map_err(|e| DemoError::new(DemoFailure::Unavailable, format!("kaohe-agent enroll: {e}")))?;
             if !out.status.success() {
                 return Err(DemoError::new(
-                    EX_UNAVAILABLE,
+                    DemoFailure::Unavailable,
                     format!(
                         "{} 的代理注册失败 (enrolment failed, {}): {}",
                         b.name,
@@ -348,7 +354,7 @@ impl Demo {
         let store_url = format!("sqlite://{}", self.data.join("kaohe.db").display());
         let store = rt
             .block_on(Store::open(&store_url))
-            .map_err(|e| DemoError::new(EX_UNAVAILABLE, format!("数据库 (database) {store_url}: {e}")))?;
+            .map_err(|e| DemoError::new(DemoFailure::Unavailable, format!("数据库 (database) {store_url}: {e}")))?;
         let wait_start = Instant::now();
         self.store = Some((store, wait_start));
         println!(
@@ -395,7 +401,7 @@ impl Demo {
         Ok(())
     }
 
-    pub(super) fn finish(self) -> Result<i32, DemoError> {
+    pub(super) fn finish(self) -> Result<(), DemoError> {
         println!("正在清理 (tearing down)…");
         let t = Instant::now();
         let left = teardown(self.running, self.lab)?;
@@ -404,10 +410,10 @@ impl Demo {
                 "已清理, 无残留 (torn down in {} ms: no namespace, link or process left)",
                 t.elapsed().as_millis()
             );
-            Ok(0)
+            Ok(())
         } else {
             Err(DemoError::new(
-                EX_SOFTWARE,
+                DemoFailure::Internal,
                 format!("清理后仍有残留 (still there after teardown): {}", left.join(", ")),
             ))
         }

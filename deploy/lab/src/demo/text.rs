@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{DemoError, EX_SOFTWARE};
+use super::{DemoError, DemoFailure};
 
 /// The quickened schedule: probes every second, a report every 2 s (as in the province
 /// test), isolation every 2 s, the other checks every 10-20 s, and the daily check
@@ -18,7 +18,7 @@ pub(super) fn quicken(generated: &str) -> Result<String, DemoError> {
     let from = "[schedule]\nprobe_interval_secs = ";
     let start = generated.find(from).ok_or_else(|| {
         DemoError::new(
-            EX_SOFTWARE,
+            DemoFailure::Internal,
             "生成的代理配置中没有 [schedule] (the generated agent config has no [schedule])",
         )
     })?;

@@ -31,17 +31,6 @@ pub struct FlapArgs {
     pub max_secs: u64,
 }
 
-/// Flaps the port until the namespace is gone or the time is up; returns the exit code.
-pub fn flap_main(args: &FlapArgs) -> i32 {
-    match flap(args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("kaohe-lab flap-run: {e}");
-            1
-        }
-    }
-}
-
 fn set_port(port: &str, up: bool) -> Result<(), HelperError> {
     let state = if up { "up" } else { "down" };
     let command = format!("ip link set dev {port} {state}");
@@ -59,7 +48,8 @@ fn set_port(port: &str, up: bool) -> Result<(), HelperError> {
     }
 }
 
-fn flap(args: &FlapArgs) -> Result<(), HelperError> {
+/// Flaps the port until the namespace is gone or the time is up.
+pub fn flap(args: &FlapArgs) -> Result<(), HelperError> {
     let netns = args.netns.as_str();
     let period = Duration::from_millis(args.period_ms);
     let down = Duration::from_millis(args.down_ms);

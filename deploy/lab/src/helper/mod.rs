@@ -17,18 +17,21 @@ mod serve;
 use std::io;
 use std::path::Path;
 
-pub use flap::{FlapArgs, flap_main};
-pub use probe::{ProbeArgs, ProbeKind, probe_main};
-pub use serve::{ServeArgs, serve_main};
+pub use flap::{FlapArgs, flap};
+pub use probe::{ProbeArgs, ProbeKind, probe};
+pub use serve::{ServeArgs, serve};
 
 use crate::sys;
 
 /// Why a helper could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
-    /// Bad arguments (a probe exits 2, the others 1).
+    /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+    /// A probe asked to run in the root namespace.
+    #[error("refusing to probe from outside the lab's namespaces; run it in a lab host (lab exec HOST -- ...)")]
+    OutsideLab,
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     /// Started outside the namespace it was told it runs in.

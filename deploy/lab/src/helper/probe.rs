@@ -38,28 +38,12 @@ pub struct ProbeArgs {
     pub timeout_ms: u64,
 }
 
-/// Runs a probe and prints one line; exits 0 when the target answered, 1 when it did
-/// not, 2 on bad use.
-pub fn probe_main(args: &ProbeArgs) -> i32 {
+/// Runs a probe: whether the target answered, and what happened, in one line.
+/// Refuses to run outside a named namespace (the root namespace).
+pub fn probe(args: &ProbeArgs) -> Result<(bool, String), HelperError> {
     if !sys::in_named_netns() {
-        eprintln!(
-            "kaohe-lab probe: refusing to probe from outside the lab's namespaces; run it in a lab host (lab exec HOST -- ...)"
-        );
-        return 2;
+        return Err(HelperError::OutsideLab);
     }
-    match probe(args) {
-        Ok((ok, line)) => {
-            println!("{line}");
-            i32::from(!ok)
-        }
-        Err(e) => {
-            eprintln!("kaohe-lab probe: {e}");
-            2
-        }
-    }
-}
-
-fn probe(args: &ProbeArgs) -> Result<(bool, String), HelperError> {
     let target = args.target.as_str();
     let timeout_ms = args.timeout_ms;
     if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {

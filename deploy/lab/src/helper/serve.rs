@@ -49,18 +49,8 @@ fn log_contact(log: &Log, proto: &str, src: SocketAddr, dst: SocketAddr) {
     }
 }
 
-/// Runs the listeners until the namespace is gone; returns the exit code.
-pub fn serve_main(args: &ServeArgs) -> i32 {
-    match serve(args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("kaohe-lab serve: {e}");
-            1
-        }
-    }
-}
-
-fn serve(args: &ServeArgs) -> Result<(), HelperError> {
+/// Runs the listeners until the namespace is gone.
+pub fn serve(args: &ServeArgs) -> Result<(), HelperError> {
     let netns = args.netns.clone();
     let ours = own_namespace();
     if !namespace_still_ours(&netns, ours) {
