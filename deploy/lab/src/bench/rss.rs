@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -176,33 +176,9 @@ pub fn agent_rss(opts: &RssOptions) -> Result<RssResult, BenchError> {
     // The last look, at the end of the duration, just before SIGTERM.
     samples.extend(sample(pid, started.elapsed(), ticks));
     for s in &samples {
-        csv.push_str(&format!(
-            "{:.1},{},{},{},{},{:.2},{}\n",
-            s.t.as_secs_f64(),
-            s.rss_kib,
-            s.hwm_kib,
-            s.anon_kib,
-            s.file_kib,
-            s.cpu_secs,
-            s.threads
-        ));
+        csv.push_str(&csv_line(s));
     }
-    let stop = Instant::now();
-    signal(&[pid], "TERM");
-    let mut exit = None;
-    while stop.elapsed() < Duration::from_secs(10) {
-        if let Ok(Some(status)) = child.try_wait() {
-            exit = Some(status.to_string());
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let stop_time = stop.elapsed();
-    let exit = exit.unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        "did not stop within 10 s of SIGTERM; killed".into()
-    });
+    let (exit, stop_time) = terminate(&mut child);
     fs::write(&csv_path, csv).map_err(io_err(format_args!("writing {}", csv_path.display())))?;
     let state = lab
         .state_dir()
@@ -232,6 +208,40 @@ pub fn agent_rss(opts: &RssOptions) -> Result<RssResult, BenchError> {
     );
     lab.down()?;
     Ok(result)
+}
+
+fn csv_line(s: &Sample) -> String {
+    format!(
+        "{:.1},{},{},{},{},{:.2},{}\n",
+        s.t.as_secs_f64(),
+        s.rss_kib,
+        s.hwm_kib,
+        s.anon_kib,
+        s.file_kib,
+        s.cpu_secs,
+        s.threads
+    )
+}
+
+/// Stops the agent with SIGTERM (SIGKILL after 10 s): how it ended, and how long it took.
+fn terminate(child: &mut Child) -> (String, Duration) {
+    let stop = Instant::now();
+    signal(&[child.id()], "TERM");
+    let mut exit = None;
+    while stop.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(status)) = child.try_wait() {
+            exit = Some(status.to_string());
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let stop_time = stop.elapsed();
+    let exit = exit.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        "did not stop within 10 s of SIGTERM; killed".into()
+    });
+    (exit, stop_time)
 }
 
 fn mib(kib: u64) -> String {
