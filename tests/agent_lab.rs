@@ -1,12 +1,12 @@
 //! kaohe-agent in the network lab: `once` in each bureau sees exactly what the lab planted,
-//! and the collector scores the reports. Needs root (it skips, saying why, otherwise) and
-//! the agent binary, which `cargo test --workspace` builds.
+//! and the collector scores the reports. Needs root (it skips, saying why, otherwise; with
+//! `CI=true` it fails). The agent is built from the current sources on first use.
 
 use std::collections::BTreeSet;
 
 use kaohe_collector::offline::{PeriodChoice, ScoreRequest, score_files};
+use kaohe_lab::{self as lab, Lab, Options};
 use kaohe_rubric::evidence::{CheckStatus, ProbeRole, Report, Severity};
-use kaohe_tests::lab::{self, Lab, Options};
 
 fn once(lab: &Lab, bureau: u8) -> Report {
     let host = format!("b{bureau}-agent");
@@ -14,7 +14,7 @@ fn once(lab: &Lab, bureau: u8) -> Report {
     let out_file = lab.state_dir().join(format!("b{bureau}-once.json"));
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &ns])
-        .arg(lab::built_binary("kaohe-agent"))
+        .arg(lab::testing::built_binary("kaohe-agent"))
         .args(["once", "--config"])
         .arg(lab.agent_config_path(bureau))
         .arg("--out")
@@ -42,16 +42,9 @@ fn stand_in_collector(lab: &Lab) -> Reaped {
     let ready = lab.state_dir().join("stand-in-collector.ready");
     let _ = std::fs::remove_file(&ready);
     let child = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            env!("CARGO_BIN_EXE_kaohe-lab"),
-            "serve",
-            "--netns",
-            &ns,
-            "--log",
-        ])
+        .args(["netns", "exec", &ns])
+        .arg(lab::testing::built_binary("kaohe-lab"))
+        .args(["serve", "--netns", &ns, "--log"])
         .arg(lab.state_dir().join("stand-in-collector.log"))
         .arg("--ready")
         .arg(&ready)
@@ -90,11 +83,11 @@ fn inventory_ips(r: &Report) -> BTreeSet<String> {
 
 #[test]
 fn agent_once_in_each_bureau_reports_what_the_lab_planted_and_the_collector_scores_it() {
-    if !lab::is_root() {
-        eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
+    if !lab::testing::require_root("agent_once_in_each_bureau_reports_what_the_lab_planted_and_the_collector_scores_it")
+    {
         return;
     }
-    let lab = Lab::up(Options::new("ka", env!("CARGO_BIN_EXE_kaohe-lab"))).expect("lab comes up");
+    let lab = Lab::up(Options::new("ka", lab::testing::built_binary("kaohe-lab"))).expect("lab comes up");
     let _collector = stand_in_collector(&lab);
     let facts = lab.facts().clone();
     let bureau = |id: u8| facts.bureaus.iter().find(|b| b.id == id).expect("bureau").clone();
@@ -255,11 +248,12 @@ fn spooled_outages(state_dir: &std::path::Path) -> Vec<kaohe_rubric::evidence::O
 
 #[test]
 fn daemon_in_bureau_3_records_each_uplink_flap_as_an_outage_within_two_probe_intervals() {
-    if !lab::is_root() {
-        eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
+    if !lab::testing::require_root(
+        "daemon_in_bureau_3_records_each_uplink_flap_as_an_outage_within_two_probe_intervals",
+    ) {
         return;
     }
-    let mut lab = Lab::up(Options::new("kf", env!("CARGO_BIN_EXE_kaohe-lab"))).expect("lab comes up");
+    let mut lab = Lab::up(Options::new("kf", lab::testing::built_binary("kaohe-lab"))).expect("lab comes up");
     let _collector = stand_in_collector(&lab);
     // Bureau 3's generated config, quickened: probes every second, a report every 2 s.
     let generated = std::fs::read_to_string(lab.agent_config_path(3)).expect("config");
@@ -277,7 +271,7 @@ fn daemon_in_bureau_3_records_each_uplink_flap_as_an_outage_within_two_probe_int
     let ns = lab.namespace("b3-agent").expect("agent host");
     let agent = std::process::Command::new("ip")
         .args(["netns", "exec", &ns])
-        .arg(lab::built_binary("kaohe-agent"))
+        .arg(lab::testing::built_binary("kaohe-agent"))
         .args(["run", "--config"])
         .arg(&config)
         .spawn()
@@ -346,22 +340,25 @@ fn kaohe_agent_config_state_dir(config: &str) -> std::path::PathBuf {
 
 #[test]
 fn agent_needs_only_cap_net_raw_as_an_unprivileged_user() {
-    if !lab::is_root() {
-        eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
+    if !lab::testing::require_root("agent_needs_only_cap_net_raw_as_an_unprivileged_user") {
         return;
     }
-    if std::process::Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipping: setpriv (util-linux) is not installed");
+    let setpriv = std::process::Command::new("setpriv").arg("--version").output().is_ok();
+    if !lab::testing::require(
+        "agent_needs_only_cap_net_raw_as_an_unprivileged_user",
+        setpriv,
+        "setpriv (util-linux)",
+    ) {
         return;
     }
-    let lab = Lab::up(Options::new("kc", env!("CARGO_BIN_EXE_kaohe-lab"))).expect("lab comes up");
+    let lab = Lab::up(Options::new("kc", lab::testing::built_binary("kaohe-lab"))).expect("lab comes up");
     // A copy of the binary and config that the unprivileged user can read.
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("kaohe-cap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let bin = dir.join("kaohe-agent");
-    std::fs::copy(lab::built_binary("kaohe-agent"), &bin).expect("copy agent");
+    std::fs::copy(lab::testing::built_binary("kaohe-agent"), &bin).expect("copy agent");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let config = dir.join("agent.toml");
     std::fs::copy(lab.agent_config_path(1), &config).expect("copy config");

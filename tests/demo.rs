@@ -1,30 +1,29 @@
 //! The demo (`deploy/demo`, `kaohe-lab demo`) end to end, quickly: the lab, the
 //! collector, an agent per bureau, the score table after 20 s, and nothing left behind.
-//! Needs root (it skips, saying why, otherwise) and the binaries `cargo test --workspace`
-//! builds.
+//! Needs root (it skips, saying why, otherwise; with `CI=true` it fails). The binaries
+//! are built from the current sources on first use.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use kaohe_tests::lab::{self, Description};
+use kaohe_lab::{self as lab, Description};
 
 /// The demo's own prefix (other tests use kl*, ka, kf, kc, kp, kq, kb, kr).
 const PREFIX: &str = "kdt";
 
 fn bin(name: &str) -> PathBuf {
-    lab::built_binary(name)
+    lab::testing::built_binary(name)
 }
 
 #[test]
 fn the_demo_prints_the_table_and_the_dashboard_login_and_leaves_nothing_behind() {
-    if !lab::is_root() {
-        eprintln!("skipping: the demo needs root (network namespaces); this run is not root");
+    if !lab::testing::require_root("the_demo_prints_the_table_and_the_dashboard_login_and_leaves_nothing_behind") {
         return;
     }
     // The demo finds kaohe-collector and kaohe-agent beside kaohe-lab.
-    let lab_bin = PathBuf::from(env!("CARGO_BIN_EXE_kaohe-lab"));
+    let lab_bin = lab::testing::built_binary("kaohe-lab");
     for name in ["kaohe-collector", "kaohe-agent"] {
         let beside = lab_bin.parent().expect("dir").join(name);
         assert_eq!(beside, bin(name), "{name} beside kaohe-lab");

@@ -1,7 +1,7 @@
-//! The network lab (issue 3): its planted facts checked with real packets.
+//! The network lab: its planted facts checked with real packets.
 //!
 //! Every test that builds a lab needs root (network namespaces); without it the test
-//! prints why it skips and passes. Each test builds its own lab under its own prefix,
+//! prints why it skips and passes (with `CI=true` it fails instead). Each test builds its own lab under its own prefix,
 //! so tests run in parallel without touching each other, and a test that panics still
 //! tears its lab down (the lab's Drop). Every probe is bounded (count and timeout).
 
@@ -10,18 +10,18 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kaohe_tests::lab::generate::REGISTRY_HEADER;
-use kaohe_tests::lab::{self, Description, Facts, Lab, Options, Probe};
+use kaohe_lab::generate::REGISTRY_HEADER;
+use kaohe_lab::{self as lab, Description, Facts, Lab, Options, Probe};
 
-const HELPER: &str = env!("CARGO_BIN_EXE_kaohe-lab");
+/// `kaohe-lab`, built from the current sources: the lab's helper processes and its CLI.
+fn helper() -> std::path::PathBuf {
+    lab::testing::built_binary("kaohe-lab")
+}
 
-/// Whether the test can build labs; if not, it says why it skips.
+/// Whether the test can build labs; if not, it says why it skips (with `CI=true`, it
+/// fails instead).
 fn root_or_skip(test: &str) -> bool {
-    let root = lab::is_root();
-    if !root {
-        eprintln!("skipping {test}: the lab needs root (network namespaces, veth, sysctl); this run is not root");
-    }
-    root
+    lab::testing::require_root(test)
 }
 
 /// Builds a lab, or says why not and returns None (not root).
@@ -29,7 +29,7 @@ fn lab_up(test: &str, prefix: &str) -> Option<Lab> {
     if !root_or_skip(test) {
         return None;
     }
-    let lab = Lab::up(Options::new(prefix, HELPER)).expect("the lab comes up");
+    let lab = Lab::up(Options::new(prefix, helper())).expect("the lab comes up");
     Some(lab)
 }
 
@@ -125,7 +125,7 @@ fn the_description_holds_only_lab_and_documentation_addresses() {
         if let Ok(ip) = word.parse::<Ipv4Addr>() {
             seen += 1;
             assert!(
-                allowed.iter().any(|n| n.contains(ip)),
+                allowed.iter().any(|n| n.contains(&ip)),
                 "{ip} in lab.toml is neither a lab nor a documentation address"
             );
         }
@@ -221,8 +221,8 @@ fn bureau2_dual_homed_pc_answers_on_both_sides() {
     let pc = "b2-pc3";
     let d = lab.description();
     let h = &d.hosts[d.host_index(pc).expect("pc")];
-    let lan_ip = h.nics[0].ip.addr;
-    let inet_ip = h.nics[1].ip.addr;
+    let lan_ip = h.nics[0].ip.addr();
+    let inet_ip = h.nics[1].ip.addr();
     assert!(
         reaches(&lab, "b2-agent", quick(Probe::icmp(lan_ip))),
         "the LAN side answers"
@@ -506,7 +506,7 @@ fn teardown_leaves_nothing_and_up_cleans_a_stale_lab() {
     // A crashed run: the lab is never torn down (no Drop), then a new run of the same
     // prefix comes up over it.
     std::mem::forget(lab);
-    let mut lab = Lab::up(Options::new(&prefix, HELPER)).expect("up over a stale lab");
+    let mut lab = Lab::up(Options::new(&prefix, helper())).expect("up over a stale lab");
     lab.flap_start(Duration::from_secs(60), Duration::from_secs(20))
         .expect("flapping, to have a process more");
     let namespaces: Vec<String> = lab::leftovers(&prefix)
@@ -556,7 +556,7 @@ fn lab_comes_up_and_down_ten_times_in_a_row() {
     for round in 1..=10 {
         let lab = Lab::up(Options {
             verbose: false,
-            ..Options::new(prefix, HELPER)
+            ..Options::new(prefix, helper())
         })
         .expect("up");
         let up = lab.timings().last().expect("total").1;
@@ -596,7 +596,7 @@ fn the_lab_command_brings_it_up_shows_it_and_takes_it_down() {
     let prefix = "klc";
     let state = lab::default_state_dir(prefix);
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(HELPER)
+        let out = std::process::Command::new(helper())
             .args(["--prefix", prefix])
             .args(args)
             .output()
@@ -641,7 +641,7 @@ fn the_lab_command_brings_it_up_shows_it_and_takes_it_down() {
 #[test]
 fn the_lab_command_generates_files_without_root() {
     let dir = std::env::temp_dir().join(format!("kaohe-lab-cli-gen-{}", std::process::id()));
-    let out = std::process::Command::new(HELPER)
+    let out = std::process::Command::new(helper())
         .args(["gen", "--out"])
         .arg(&dir)
         .output()
@@ -650,7 +650,7 @@ fn the_lab_command_generates_files_without_root() {
     for f in ["expected.json", "b1/registry.csv", "b2/agent.toml", "b3/registry.csv"] {
         assert!(dir.join(f).exists(), "{f}");
     }
-    let bad = std::process::Command::new(HELPER)
+    let bad = std::process::Command::new(helper())
         .args(["--prefix", "Bad-Prefix", "status"])
         .output()
         .expect("runs");

@@ -1,18 +1,18 @@
-//! Agentless leak detection in the network lab (issue 6): forwarding probes find bureau 3's
+//! Agentless leak detection in the network lab: forwarding probes find bureau 3's
 //! rogue router and nothing in bureau 1; bureau 2's dual-homed PC, which does not
 //! forward, is not found by them but by the spoofed-source probe, whose answer reaches the
 //! leak listener on the internet side; a listener with another key hears nothing;
 //! `--dry-run` sends no probe; the collector's sheets for bureaus 2 and 3 show the 三.4
-//! deductions with this evidence. Needs root (it skips, saying why, otherwise) and the
-//! agent binary, which `cargo test --workspace` builds.
+//! deductions with this evidence. Needs root (it skips, saying why, otherwise; with
+//! `CI=true` it fails). The agent is built from the current sources on first use.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use kaohe_collector::offline::{PeriodChoice, ScoreRequest, score_files};
+use kaohe_lab::{self as lab, Lab, Options};
 use kaohe_rubric::evidence::{CheckStatus, LeakMethod, Report};
-use kaohe_tests::lab::{self, Lab, Options};
 
 /// Bureau `b`'s generated agent config with leak detection switched on.
 fn leak_config(lab: &Lab, b: u8) -> PathBuf {
@@ -32,7 +32,7 @@ fn agent(lab: &Lab, b: u8, args: &[&str]) -> (String, String) {
     let ns = lab.namespace(&format!("b{b}-agent")).expect("agent host");
     let out = Command::new("ip")
         .args(["netns", "exec", &ns])
-        .arg(lab::built_binary("kaohe-agent"))
+        .arg(lab::testing::built_binary("kaohe-agent"))
         .args(args)
         .output()
         .expect("runs the agent");
@@ -65,11 +65,10 @@ fn once(lab: &Lab, b: u8) -> (Report, PathBuf) {
 
 #[test]
 fn leak_probes_find_the_bridging_hosts_of_bureaus_2_and_3_and_nothing_in_bureau_1() {
-    if !lab::is_root() {
-        eprintln!("skipping: the lab needs root (network namespaces); this run is not root");
+    if !lab::testing::require_root("leak_probes_find_the_bridging_hosts_of_bureaus_2_and_3_and_nothing_in_bureau_1") {
         return;
     }
-    let lab = Lab::up(Options::new("kg", env!("CARGO_BIN_EXE_kaohe-lab"))).expect("lab comes up");
+    let lab = Lab::up(Options::new("kg", lab::testing::built_binary("kaohe-lab"))).expect("lab comes up");
 
     // A dry run lists every frame it would send and sends none: no canary hears of it.
     let before = lab.contacts().len();
@@ -145,7 +144,7 @@ fn leak_probes_find_the_bridging_hosts_of_bureaus_2_and_3_and_nothing_in_bureau_
         .expect("listener config");
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.namespace("inet").expect("inet host")])
-            .arg(lab::built_binary("kaohe-agent"))
+            .arg(lab::testing::built_binary("kaohe-agent"))
             .args(["listen", "--config"])
             .arg(&config)
             .stdout(std::process::Stdio::null())

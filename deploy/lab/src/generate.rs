@@ -38,7 +38,10 @@ pub fn write_all(desc: &Description, facts: &Facts, dir: &Path) -> Result<Vec<Pa
         put(d.join("registry.csv"), registry_csv(desc, b))?;
         put(d.join("agent.toml"), agent_config(desc, b, dir))?;
     }
-    let json = serde_json::to_string_pretty(facts).map_err(|e| LabError::State(format!("facts as JSON: {e}")))?;
+    let json = serde_json::to_string_pretty(facts).map_err(|source| LabError::Json {
+        context: "facts as JSON".into(),
+        source,
+    })?;
     put(dir.join("expected.json"), json + "\n")?;
     Ok(written)
 }
@@ -76,7 +79,7 @@ pub fn registry_csv(desc: &Description, bureau: &Bureau) -> String {
         let (Some(r), Some(nic)) = (&h.registry, h.nic_on(bureau.lan)) else {
             continue;
         };
-        let (ip, mac) = (nic.ip.addr.to_string(), nic.mac.to_string());
+        let (ip, mac) = (nic.ip.addr().to_string(), nic.mac.to_string());
         row([
             "设备",
             &r.name,
@@ -122,7 +125,7 @@ fn list(items: impl IntoIterator<Item = String>) -> String {
 }
 
 /// A bureau's agent config, in the format of `deploy/agent.example.toml` (the agent's
-/// format is not final, issue 4: this one function is all there is to adapt).
+/// format may change: this one function is all there is to adapt).
 /// `dir` is where the generated files go; the agent's own state goes beside them.
 pub fn agent_config(desc: &Description, bureau: &Bureau, dir: &Path) -> String {
     let mut out = String::new();
@@ -174,7 +177,7 @@ pub fn agent_config(desc: &Description, bureau: &Bureau, dir: &Path) -> String {
             continue;
         };
         if r.machine_room {
-            target(&r.name, nic.ip.addr.to_string(), "icmp", "device");
+            target(&r.name, nic.ip.addr().to_string(), "icmp", "device");
         }
     }
 
@@ -195,7 +198,7 @@ pub fn agent_config(desc: &Description, bureau: &Bureau, dir: &Path) -> String {
     let _ = writeln!(out, "\n[self_check]\nprivate_prefixes = {}", list(private));
     let prefixes = desc
         .attached(bureau.lan)
-        .map(|(_, n)| n.ip.network().to_string())
+        .map(|(_, n)| n.ip.trunc().to_string())
         .take(1)
         .map(|p| quoted(&p));
     let _ = writeln!(out, "\n[inventory]\nprefixes = {}", list(prefixes));

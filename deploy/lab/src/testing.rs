@@ -1,0 +1,91 @@
+//! For tests that run the workspace's binaries or need what a machine may lack.
+//!
+//! - [`built_binary`]: a binary built from the current sources. The first call in a
+//!   test process runs `cargo build` for the workspace's binaries (same profile, same
+//!   target dir as the test), so a test never runs a stale `kaohe-agent`.
+//! - [`require`]: a test that cannot do its real part (no root, no PostgreSQL) skips
+//!   and says so; with `CI=true` it fails instead, naming what is missing, so a CI run
+//!   that lost root or PostgreSQL is not green.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The packages whose binaries tests run: the agent, the collector and `kaohe-lab`.
+const BINARY_PACKAGES: [&str; 3] = ["kaohe-agent", "kaohe-collector", "kaohe-lab"];
+
+/// Whether this run is CI (`CI=true`): then nothing may skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether `test` can do its real part, which needs `what` (e.g. "root (network
+/// namespaces)"); `have` says whether this run has it. Without it the test should
+/// return: this prints that it skipped. With `CI=true` it panics instead, naming what
+/// is missing.
+pub fn require(test: &str, have: bool, what: &str) -> bool {
+    if have {
+        return true;
+    }
+    assert!(!in_ci(), "{test}: needs {what}; CI=true, so this is a failure");
+    eprintln!("{test}: skipped, needs {what}");
+    false
+}
+
+/// [`require`] for root, which the lab needs (network namespaces, veth, sysctl).
+pub fn require_root(test: &str) -> bool {
+    require(test, crate::is_root(), "root (network namespaces)")
+}
+
+/// A workspace binary (`kaohe-agent`, `kaohe-collector`, `kaohe-lab`) built from the
+/// current sources into the running test's target dir. The first call in a process
+/// builds them all (`cargo build --bins`, a no-op when nothing changed); it panics with
+/// cargo's output when the build fails.
+pub fn built_binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(build_binaries) {
+        Ok(dir) => dir.join(name),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Builds the binaries with the profile and target dir of the running test executable
+/// (`TARGET/PROFILE/deps/TEST-HASH`); returns `TARGET/PROFILE`.
+fn build_binaries() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the test executable: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in TARGET/PROFILE/deps", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .filter(|t| t.join("CACHEDIR.TAG").exists())
+        .ok_or_else(|| format!("no cargo target dir above {}", profile_dir.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return Err(format!("{} has no profile name", profile_dir.display())),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--quiet", "--bins", "--profile", profile])
+        .arg("--manifest-path")
+        .arg(&workspace)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for p in BINARY_PACKAGES {
+        cmd.args(["-p", p]);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running {}: {e}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the workspace's binaries failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(profile_dir.to_path_buf())
+}
