@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Worker threads of every Kaohe runtime: the agent's work is waiting on the network, the
 /// collector's is bounded by the database and the two cores a bureau host or a small
@@ -26,33 +26,54 @@ pub fn block_on<F: Future>(future: F) -> std::io::Result<F::Output> {
     Ok(runtime()?.block_on(future))
 }
 
-/// The signals that stop a Kaohe service: SIGTERM (systemd, `kill`) and SIGINT (Ctrl-C).
-pub const STOP_SIGNALS: &[&str] = &["SIGTERM", "SIGINT"];
-
-/// Resolves when SIGTERM or SIGINT arrives. A signal that cannot be watched (no signal
-/// driver) is waited for as never arriving, so the caller's other branches decide.
-pub async fn stop_signal() {
-    tokio::select! {
-        _ = watch(SignalKind::terminate()) => {}
-        _ = watch(SignalKind::interrupt()) => {}
-    }
+/// The signals that stop a Kaohe process, installed together: SIGTERM (systemd, `kill`),
+/// SIGINT (Ctrl-C) and, for interactive tools such as the demo, SIGHUP (the terminal
+/// closed). Once installed, none of them takes its default action (ending the process)
+/// any more; each arrival is seen by [`StopSignals::recv`].
+#[derive(Debug)]
+pub struct StopSignals {
+    term: Signal,
+    int: Signal,
+    hup: Option<Signal>,
 }
 
-/// Resolves when SIGTERM, SIGINT or SIGHUP arrives: for interactive tools (the demo), whose
-/// terminal closing must stop them as well.
-pub async fn stop_or_hangup_signal() {
-    tokio::select! {
-        _ = stop_signal() => {}
-        _ = watch(SignalKind::hangup()) => {}
+impl StopSignals {
+    /// Installs the handlers now (so a signal that arrives before the first `recv` is not
+    /// lost and does not kill the process). Must be called inside a tokio runtime.
+    pub fn install(with_hangup: bool) -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: if with_hangup {
+                Some(signal(SignalKind::hangup())?)
+            } else {
+                None
+            },
+        })
     }
-}
 
-async fn watch(kind: SignalKind) {
-    match signal(kind) {
-        Ok(mut s) => {
-            s.recv().await;
+    /// Waits for the next stop signal.
+    pub async fn recv(&mut self) {
+        let hup = async {
+            match &mut self.hup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = hup => {}
         }
-        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives: a service's shutdown. If the handlers cannot
+/// be installed (no signal driver), it never resolves, so the caller's other branches decide.
+pub async fn stop_signal() {
+    match StopSignals::install(false) {
+        Ok(mut s) => s.recv().await,
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -66,16 +87,32 @@ mod tests {
     }
 
     #[test]
-    fn a_sigterm_to_this_process_ends_the_wait() {
+    fn a_sigterm_to_this_process_ends_the_wait_and_a_sighup_too_when_asked() {
         let rt = runtime().expect("runtime starts");
         rt.block_on(async {
-            // Installed before the first SIGTERM, so the signal never takes the default
-            // action (ending the test process), however late the task below first runs.
-            let _guard = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let pid = std::process::id().to_string();
+            for (name, hangup) in [("-TERM", false), ("-HUP", true)] {
+                let mut stop = StopSignals::install(hangup).expect("handlers install");
+                let sent = std::process::Command::new("kill").args([name, &pid]).status();
+                assert!(sent.expect("kill runs").success());
+                tokio::time::timeout(std::time::Duration::from_secs(5), stop.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("{name} ends the wait"));
+            }
+        });
+    }
+
+    #[test]
+    fn stop_signal_resolves_on_sigint() {
+        let rt = runtime().expect("runtime starts");
+        rt.block_on(async {
+            // Installed first, so the SIGINT never takes its default action however late
+            // the task below first runs; stop_signal's own handler sees a later one.
+            let _guard = StopSignals::install(false).expect("handlers install");
             let mut waiting = tokio::spawn(stop_signal());
             let pid = std::process::id().to_string();
             for _ in 0..50 {
-                let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+                let sent = std::process::Command::new("kill").args(["-INT", &pid]).status();
                 assert!(sent.expect("kill runs").success());
                 let wait = tokio::time::timeout(std::time::Duration::from_millis(100), &mut waiting);
                 if let Ok(done) = wait.await {
@@ -83,7 +120,7 @@ mod tests {
                     return;
                 }
             }
-            panic!("five seconds of SIGTERM did not end the wait");
+            panic!("five seconds of SIGINT did not end stop_signal");
         });
     }
 }

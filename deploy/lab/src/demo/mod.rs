@@ -194,11 +194,7 @@ fn run(opts: &DemoOptions) -> Result<(), DemoError> {
         .local_addr()
         .map_err(|e| DemoError::new(DemoFailure::Internal, format!("{e}")))?
         .port();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| DemoError::new(DemoFailure::Internal, format!("tokio: {e}")))?;
+    let rt = kaohe_process::runtime().map_err(|e| DemoError::new(DemoFailure::Internal, format!("tokio: {e}")))?;
     let stop = watch_signals(&rt)?;
 
     let mut demo = Demo::up(opts, bins, stop)?;

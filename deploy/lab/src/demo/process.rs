@@ -43,32 +43,25 @@ impl Stop {
 }
 
 pub(super) fn watch_signals(rt: &tokio::runtime::Runtime) -> Result<Stop, DemoError> {
-    use tokio::signal::unix::{SignalKind, signal};
     let flag = Arc::new(AtomicBool::new(false));
-    let kinds = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()];
-    let mut streams = Vec::new();
-    rt.block_on(async {
-        for k in kinds {
-            streams.push(signal(k)?);
-        }
-        Ok::<_, io::Error>(())
-    })
-    .map_err(|e| {
-        DemoError::new(
-            DemoFailure::Internal,
-            format!("无法处理信号 (cannot handle signals): {e}"),
-        )
-    })?;
-    for mut s in streams {
-        let flag = flag.clone();
-        rt.spawn(async move {
-            while s.recv().await.is_some() {
-                if !flag.swap(true, Ordering::SeqCst) {
-                    eprintln!("\n收到中断信号, 正在清理… (stopping: tearing everything down)");
-                }
+    // Installed before the demo builds anything, so no signal ends it without teardown.
+    let mut signals = rt
+        .block_on(async { kaohe_process::StopSignals::install(true) })
+        .map_err(|e| {
+            DemoError::new(
+                DemoFailure::Internal,
+                format!("无法处理信号 (cannot handle signals): {e}"),
+            )
+        })?;
+    let seen = flag.clone();
+    rt.spawn(async move {
+        loop {
+            signals.recv().await;
+            if !seen.swap(true, Ordering::SeqCst) {
+                eprintln!("\n收到中断信号, 正在清理… (stopping: tearing everything down)");
             }
-        });
-    }
+        }
+    });
     Ok(Stop(flag))
 }
 
