@@ -191,7 +191,7 @@ pub fn analyse(net: &HostNet, private: &[IpNet], canaries: &[IpAddr], at: DateTi
                 name: i.name.clone(),
                 kind: i.kind,
                 up: i.up,
-                mac: i.mac.clone(),
+                mac: i.mac.map(|m| m.to_string()),
                 addresses: i.addresses.iter().map(ToString::to_string).collect(),
             })
             .collect(),
