@@ -16,7 +16,8 @@ use crate::{dual_homed, inventory, isolation, platform, services};
 
 pub use crate::report::UNENROLLED;
 
-fn category<'a>(results: impl Iterator<Item = (&'a str, bool, Option<&'a str>)>) -> CategoryResult {
+/// The results of one category; `None` when there are none.
+fn category<'a>(results: impl Iterator<Item = (&'a str, bool, Option<&'a str>)>) -> Option<CategoryResult> {
     let mut c = CategoryResult {
         checked: 0,
         failed: 0,
@@ -32,7 +33,7 @@ fn category<'a>(results: impl Iterator<Item = (&'a str, bool, Option<&'a str>)>)
             });
         }
     }
-    c
+    (c.checked > 0).then_some(c)
 }
 
 /// The daily check record (日常检测) from the results of a round whose reachability
@@ -41,20 +42,20 @@ fn category<'a>(results: impl Iterator<Item = (&'a str, bool, Option<&'a str>)>)
 /// without upstream probes: a record without the network is no daily check.
 pub fn daily_record(samples: &[ProbeSample], services: &[ServiceCheck]) -> Option<DailyCheck> {
     let by_role = |role: ProbeRole| {
-        let mut picked = samples
-            .iter()
-            .filter(move |s| s.role == role)
-            .map(|s| (s.target.as_str(), s.ok, s.error.as_deref()))
-            .peekable();
-        picked.peek().is_some().then(|| category(picked))
+        category(
+            samples
+                .iter()
+                .filter(|s| s.role == role)
+                .map(|s| (s.target.as_str(), s.ok, s.error.as_deref())),
+        )
     };
     let services = |kind: ServiceKind| {
-        let mut picked = services
-            .iter()
-            .filter(move |c| c.kind == kind)
-            .map(|c| (c.url.as_str(), c.ok, c.error.as_deref()))
-            .peekable();
-        picked.peek().is_some().then(|| category(picked))
+        category(
+            services
+                .iter()
+                .filter(|c| c.kind == kind)
+                .map(|c| (c.url.as_str(), c.ok, c.error.as_deref())),
+        )
     };
     Some(DailyCheck {
         at: Utc::now(),

@@ -143,25 +143,23 @@ pub fn sweep(prefix: &Ipv4Net, interface: Option<&str>, max_pps: u32, found: &mu
                 break;
             }
         }
-        match platform::next_frame(&mut *rx, &iface.name)? {
-            Some(bytes) => {
-                let Some(f) = ArpFrame::parse(bytes) else { continue };
-                if f.is_reply_to(&our_mac, our_ip) {
-                    if let Some(t0) = sent_at.get(&f.sender_ip)
-                        && answered.insert(f.sender_ip)
-                    {
-                        max_rtt = max_rtt.max(t0.elapsed());
-                        found.add(f.sender_ip, f.sender_mac, HowSeen::ArpSweep);
-                    }
-                } else if f.sender_ip != our_ip
-                    && !f.sender_ip.is_unspecified()
-                    && prefix.contains(&f.sender_ip)
-                    && (f.op == OP_REQUEST || f.target_ip != our_ip)
-                {
-                    found.add(f.sender_ip, f.sender_mac, HowSeen::PassiveArp);
-                }
+        let Some(bytes) = platform::next_frame(&mut *rx, &iface.name)? else {
+            continue;
+        };
+        let Some(f) = ArpFrame::parse(bytes) else { continue };
+        if f.is_reply_to(&our_mac, our_ip) {
+            if let Some(t0) = sent_at.get(&f.sender_ip)
+                && answered.insert(f.sender_ip)
+            {
+                max_rtt = max_rtt.max(t0.elapsed());
+                found.add(f.sender_ip, f.sender_mac, HowSeen::ArpSweep);
             }
-            None => {}
+        } else if f.sender_ip != our_ip
+            && !f.sender_ip.is_unspecified()
+            && prefix.contains(&f.sender_ip)
+            && (f.op == OP_REQUEST || f.target_ip != our_ip)
+        {
+            found.add(f.sender_ip, f.sender_mac, HowSeen::PassiveArp);
         }
     }
     found.add(our_ip, our_mac, HowSeen::Local);

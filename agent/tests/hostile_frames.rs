@@ -22,6 +22,20 @@ impl Rng {
     }
 }
 
+/// `base` cut or padded with zeros to a random length below its own plus `extra`, with up
+/// to three random bytes changed.
+fn mutate(rng: &mut Rng, base: &[u8], extra: usize) -> Vec<u8> {
+    let len = (rng.next() % (base.len() + extra) as u64) as usize;
+    let mut buf: Vec<u8> = (0..len).map(|i| base.get(i).copied().unwrap_or(0)).collect();
+    for _ in 0..(rng.next() % 4) {
+        if !buf.is_empty() {
+            let at = (rng.next() % buf.len() as u64) as usize;
+            buf[at] = rng.next() as u8;
+        }
+    }
+    buf
+}
+
 const OURS: Mac = Mac([0x02, 0x6b, 0x68, 0x01, 0x00, 0x0a]);
 const OUR_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 
@@ -40,14 +54,7 @@ fn mutated_arp_frames_never_panic_and_only_true_replies_match() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut accepted = 0u32;
     for _ in 0..200_000 {
-        let len = (rng.next() % (FRAME_LEN as u64 + 30)) as usize;
-        let mut buf: Vec<u8> = (0..len).map(|i| reply.get(i).copied().unwrap_or(0)).collect();
-        for _ in 0..(rng.next() % 4) {
-            if !buf.is_empty() {
-                let at = (rng.next() % buf.len() as u64) as usize;
-                buf[at] = rng.next() as u8;
-            }
-        }
+        let buf = mutate(&mut rng, &reply, 30);
         if let Some(f) = ArpFrame::parse(&buf) {
             // Whatever parsed must re-emit to the same 42 bytes: nothing was invented.
             assert_eq!(&f.emit()[..], &buf[..FRAME_LEN]);
@@ -102,14 +109,7 @@ fn mutated_answers_never_panic_and_never_verify_under_another_key() {
     let mut rng = Rng(7);
     for _ in 0..50_000 {
         let base = &frames[(rng.next() % 3) as usize];
-        let len = (rng.next() % (base.len() as u64 + 8)) as usize;
-        let mut buf: Vec<u8> = (0..len).map(|i| base.get(i).copied().unwrap_or(0)).collect();
-        for _ in 0..(rng.next() % 4) {
-            if !buf.is_empty() {
-                let at = (rng.next() % buf.len() as u64) as usize;
-                buf[at] = rng.next() as u8;
-            }
-        }
+        let buf = mutate(&mut rng, base, 8);
         if let Some(r) = Reply::parse(&buf) {
             assert!(stranger.answered(&r, &units, 1_800_000_000, 3).is_none());
             let _ = signer.answered(&r, &units, 1_800_000_000, 3);
