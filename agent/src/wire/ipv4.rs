@@ -75,6 +75,18 @@ impl<'a> Packet<'a> {
 }
 
 impl Repr {
+    /// A probe's header from the listener's documentation address to a LAN host, for tests.
+    #[cfg(test)]
+    pub(crate) fn example(protocol: u8) -> Repr {
+        Repr {
+            src: Ipv4Addr::new(203, 0, 113, 99),
+            dst: Ipv4Addr::new(10, 2, 0, 23),
+            protocol,
+            ttl: 64,
+            ident: 1,
+        }
+    }
+
     /// The packet around `payload`: a 20-byte header with don't-fragment set and its
     /// checksum. `Packet::parse` gives back `self` and `payload`.
     pub fn emit(&self, payload: &[u8]) -> Vec<u8> {

@@ -55,17 +55,10 @@ impl Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn emit_and_parse_are_a_pair_with_a_valid_checksum() {
-        let ip = ipv4::Repr {
-            src: Ipv4Addr::new(203, 0, 113, 99),
-            dst: Ipv4Addr::new(10, 2, 0, 23),
-            protocol: ipv4::PROTO_UDP,
-            ttl: 64,
-            ident: 1,
-        };
+        let ip = ipv4::Repr::example(ipv4::PROTO_UDP);
         let r = Repr {
             src_port: 0xc001,
             dst_port: 33434,
