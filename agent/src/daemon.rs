@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use kaohe_rubric::evidence::{CheckStatus, Observation, ProbeSample, Report, ServiceCheck};
+use kaohe_rubric::evidence::{Observation, ProbeSample, Report, ServiceCheck};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
@@ -505,16 +505,7 @@ fn spool_heard(s: &Shared, heard: &mut Vec<crate::listener::Heard>) {
         }
     }
     for (unit, leaks) in by_unit {
-        let mut r = Report::empty(
-            uuid::Uuid::new_v4(),
-            s.config.agent_id.as_deref().unwrap_or(report::UNENROLLED),
-            &unit,
-            0,
-            Utc::now(),
-            platform::host_facts(s.started_at),
-        );
-        r.checks.leak_detection = CheckStatus::Ran;
-        r.leaks = leaks;
+        let mut r = report::heard(&s.config, s.started_at, &unit, leaks);
         if let Err(e) = s.spool(&mut r) {
             tracing::error!(error = %e, "cannot spool the listener's report");
         }

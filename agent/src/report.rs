@@ -1,7 +1,7 @@
 //! The one report assembler: what a round (`kaohe-agent once`) or a batch (the daemon)
 //! gathered, with how each check went, becomes an evidence report (schema v1). The
 //! status of each check follows from whether it is configured and how it went, the same
-//! way for both.
+//! way for both. The leak listener's per-unit reports are made here too ([`heard`]).
 
 use chrono::{DateTime, Utc};
 use kaohe_rubric::evidence::{
@@ -121,6 +121,22 @@ pub fn assemble(config: &Config, started_at: DateTime<Utc>, evidence: Evidence) 
     r.daily_checks = evidence.daily;
     r.problems = evidence.problems;
     r.leaks = evidence.leaks;
+    r
+}
+
+/// The leak listener's report for `unit`, whose agents' probes were answered by `leaks`:
+/// leak detection ran, nothing else is the listener's to check.
+pub fn heard(config: &Config, started_at: DateTime<Utc>, unit: &str, leaks: Vec<LeakFinding>) -> Report {
+    let mut r = Report::empty(
+        uuid::Uuid::new_v4(),
+        config.agent_id.as_deref().unwrap_or(UNENROLLED),
+        unit,
+        0,
+        Utc::now(),
+        platform::host_facts(started_at),
+    );
+    r.checks.leak_detection = CheckStatus::Ran;
+    r.leaks = leaks;
     r
 }
 
