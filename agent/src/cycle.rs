@@ -1,70 +1,66 @@
 //! One full cycle of every configured check, as `kaohe-agent once` runs it, assembled
-//! into an evidence report (schema v1). A check that is not configured says so; one that
-//! cannot run says why in `problems`.
+//! into an evidence report (schema v1) by [`crate::report`]. A check that is not
+//! configured says so; one that cannot run says why in `problems`.
 
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use kaohe_rubric::evidence::{
-    CategoryResult, CheckFailure, CheckProblem, CheckStatus, DailyCheck, ProbeRole, ProbeSample, Report, ServiceKind,
+    CategoryResult, CheckFailure, CheckStatus, DailyCheck, ProbeRole, ProbeSample, Report, ServiceCheck, ServiceKind,
 };
 
 use crate::config::{CanaryProtocol, Config, Probe};
 use crate::reachability::Prober;
+use crate::report::{self, Evidence, Outcome};
 use crate::{dual_homed, inventory, isolation, platform, services};
 
-/// Placeholder ids of an agent that has not enrolled yet.
-pub const UNENROLLED: &str = "unenrolled";
+pub use crate::report::UNENROLLED;
 
-fn category(samples: &[&ProbeSample]) -> CategoryResult {
-    CategoryResult {
-        checked: samples.len() as u32,
-        failed: samples.iter().filter(|s| !s.ok).count() as u32,
-        failures: samples
-            .iter()
-            .filter(|s| !s.ok)
-            .map(|s| CheckFailure {
-                target: s.target.clone(),
-                error: s.error.clone().unwrap_or_else(|| "failed".into()),
-            })
-            .collect(),
+/// The results of one category; `None` when there are none.
+fn category<'a>(results: impl Iterator<Item = (&'a str, bool, Option<&'a str>)>) -> Option<CategoryResult> {
+    let mut c = CategoryResult {
+        checked: 0,
+        failed: 0,
+        failures: Vec::new(),
+    };
+    for (target, ok, error) in results {
+        c.checked += 1;
+        if !ok {
+            c.failed += 1;
+            c.failures.push(CheckFailure {
+                target: target.to_string(),
+                error: error.unwrap_or("failed").to_string(),
+            });
+        }
     }
+    (c.checked > 0).then_some(c)
 }
 
-/// The daily check record (日常检测) from a report's results: the network (upstream
-/// probes), registered devices (device probes), application systems and portals. A
-/// category the report has no results for stays absent. `None` when the network was
-/// not checked: a record without the network is no daily check.
-pub fn daily_record(report: &Report) -> Option<DailyCheck> {
-    if report.checks.reachability != CheckStatus::Ran {
-        return None;
-    }
-    let by_role =
-        |role: ProbeRole| -> Vec<&ProbeSample> { report.probes.samples.iter().filter(|s| s.role == role).collect() };
-    let upstream = by_role(ProbeRole::Upstream);
-    if upstream.is_empty() {
-        return None;
-    }
-    let devices = by_role(ProbeRole::Device);
-    let services = |kind: ServiceKind| -> Option<CategoryResult> {
-        let checks: Vec<_> = report.services.iter().filter(|s| s.kind == kind).collect();
-        (!checks.is_empty()).then(|| CategoryResult {
-            checked: checks.len() as u32,
-            failed: checks.iter().filter(|c| !c.ok).count() as u32,
-            failures: checks
+/// The daily check record (日常检测) from the results of a round whose reachability
+/// check ran: the network (upstream probes), registered devices (device probes),
+/// application systems and portals. A category without results stays absent. `None`
+/// without upstream probes: a record without the network is no daily check.
+pub fn daily_record(samples: &[ProbeSample], services: &[ServiceCheck]) -> Option<DailyCheck> {
+    let by_role = |role: ProbeRole| {
+        category(
+            samples
                 .iter()
-                .filter(|c| !c.ok)
-                .map(|c| CheckFailure {
-                    target: c.url.clone(),
-                    error: c.error.clone().unwrap_or_else(|| "failed".into()),
-                })
-                .collect(),
-        })
+                .filter(|s| s.role == role)
+                .map(|s| (s.target.as_str(), s.ok, s.error.as_deref())),
+        )
+    };
+    let services = |kind: ServiceKind| {
+        category(
+            services
+                .iter()
+                .filter(|c| c.kind == kind)
+                .map(|c| (c.url.as_str(), c.ok, c.error.as_deref())),
+        )
     };
     Some(DailyCheck {
         at: Utc::now(),
-        network: category(&upstream),
-        devices: (!devices.is_empty()).then(|| category(&devices)),
+        network: by_role(ProbeRole::Upstream)?,
+        devices: by_role(ProbeRole::Device),
         apps: services(ServiceKind::App),
         portals: services(ServiceKind::Portal),
     })
@@ -72,18 +68,17 @@ pub fn daily_record(report: &Report) -> Option<DailyCheck> {
 
 /// Runs every configured check once and returns the report.
 pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> Report {
-    let mut report = Report::empty(
-        uuid::Uuid::new_v4(),
-        config.agent_id.as_deref().unwrap_or(UNENROLLED),
-        config.unit_id.as_deref().unwrap_or(UNENROLLED),
-        sequence,
-        Utc::now(),
-        platform::host_facts(started_at),
-    );
-    if config.is_empty() {
-        report.created_at = Utc::now();
-        return report;
+    let mut e = Evidence::default();
+    if !config.is_empty() {
+        gather(config, &mut e).await;
     }
+    let mut report = report::assemble(config, started_at, e);
+    report.sequence = sequence;
+    report
+}
+
+/// Every configured check, one round each.
+async fn gather(config: &Config, e: &mut Evidence) {
     let prober = Prober::new(config.probe_timeout);
     let needs_icmp = config
         .targets
@@ -93,138 +88,122 @@ pub async fn once(config: &Config, started_at: DateTime<Utc>, sequence: u64) -> 
             .canaries
             .iter()
             .any(|c| c.protocols.contains(&CanaryProtocol::Icmp));
-    if let (true, Some(e)) = (needs_icmp, prober.icmp_error()) {
-        report.problems.push(CheckProblem {
-            check: "reachability".into(),
-            message: e.to_string(),
-        });
+    if let (true, Some(err)) = (needs_icmp, prober.icmp_error()) {
+        e.problem("reachability", err);
     }
     let net = platform::host_net();
-
     if !config.targets.is_empty() {
-        let samples = prober.round(&config.targets, 1).await;
-        report.checks.reachability = if prober.icmp_error().is_some() && needs_icmp {
-            CheckStatus::Failed
-        } else {
-            CheckStatus::Ran
-        };
-        report.probes.interval_secs = config.schedule.probe_interval.as_secs().try_into().unwrap_or(u32::MAX);
-        report.probes.samples = samples;
+        e.samples = prober.round(&config.targets, 1).await;
+        e.outcomes.reachability = Outcome::of(prober.icmp_error().is_some() && needs_icmp);
     }
     if !config.canaries.is_empty() {
         let isolation_prober = Prober::new(config.isolation_timeout);
-        let results = isolation::check(
+        e.isolation = isolation::check(
             &isolation_prober,
             &config.canaries,
             &net.routes,
             config.isolation_timeout,
         )
         .await;
-        let icmp_broken = prober.icmp_error().is_some();
-        report.checks.isolation = if icmp_broken {
-            CheckStatus::Failed
-        } else {
-            CheckStatus::Ran
-        };
-        report.isolation = results;
+        e.outcomes.isolation = Outcome::of(prober.icmp_error().is_some());
     }
     if !config.private_prefixes.is_empty() {
         let canaries: Vec<IpAddr> = config.canaries.iter().map(|c| c.ip).collect();
-        report.self_check = Some(dual_homed::analyse(
+        e.self_check = Some(dual_homed::analyse(
             &net,
             &config.private_prefixes,
             &canaries,
             Utc::now(),
         ));
-        report.checks.self_check = CheckStatus::Ran;
+        e.outcomes.self_check = Outcome::Ran;
     }
     if !config.inventory_prefixes.is_empty() {
-        let (prefixes, iface, pps) = (
-            config.inventory_prefixes.clone(),
-            config.inventory_interface.clone(),
-            config.inventory_max_pps,
-        );
-        let leak_config = config.clone();
-        let swept = tokio::task::spawn_blocking(move || {
-            let mut found = inventory::Found::default();
-            let mut errors = Vec::new();
-            for p in &prefixes {
-                if let Err(e) = inventory::sweep(p, iface.as_deref(), pps, &mut found) {
-                    errors.push(e);
-                }
-            }
-            inventory::add_neighbours(&prefixes, &mut found);
-            // Leak probes go only to the hosts this sweep found live.
-            let leaks = leak_config
-                .leak
-                .is_some()
-                .then(|| crate::leak::detect(&leak_config, &found, false));
-            (found, errors, leaks)
-        })
-        .await;
-        match swept {
-            Ok((found, errors, leaks)) => {
-                if let Some(round) = leaks {
-                    report.checks.leak_detection = if round.errors.is_empty() {
-                        CheckStatus::Ran
-                    } else {
-                        CheckStatus::Failed
-                    };
-                    report
-                        .problems
-                        .extend(round.errors.into_iter().map(|message| CheckProblem {
-                            check: "leak_detection".into(),
-                            message,
-                        }));
-                    report.leaks = round.findings;
-                }
-                tracing::info!(
-                    requests = found.stats.requests,
-                    replies = found.stats.replies,
-                    elapsed_ms = found.stats.elapsed.as_millis() as u64,
-                    "ARP sweep done"
-                );
-                report.checks.inventory = if errors.is_empty() {
-                    CheckStatus::Ran
-                } else {
-                    CheckStatus::Failed
-                };
-                report.problems.extend(errors.into_iter().map(|message| CheckProblem {
-                    check: "inventory".into(),
-                    message,
-                }));
-                report.inventory = inventory::observations(&found, Utc::now());
-            }
-            Err(e) => {
-                report.checks.inventory = CheckStatus::Failed;
-                report.problems.push(CheckProblem {
-                    check: "inventory".into(),
-                    message: e.to_string(),
-                });
-            }
-        }
+        sweep(config, e).await;
     }
     if !config.services.is_empty() {
         match services::client() {
             Ok(client) => {
-                report.services = services::check_all(&client, &config.services).await;
-                report.checks.services = CheckStatus::Ran;
+                e.services = services::check_all(&client, &config.services).await;
+                e.outcomes.services = Outcome::Ran;
             }
-            Err(message) => {
-                report.checks.services = CheckStatus::Failed;
-                report.problems.push(CheckProblem {
-                    check: "services".into(),
-                    message,
-                });
+            Err(err) => {
+                e.outcomes.services = Outcome::Failed;
+                e.problem("services", err);
             }
         }
     }
-    if let Some(d) = daily_record(&report) {
-        report.daily_checks.push(d);
-        report.checks.daily = CheckStatus::Ran;
+    if e.outcomes.reachability == Outcome::Ran
+        && let Some(d) = daily_record(&e.samples, &e.services)
+    {
+        e.daily.push(d);
+        e.outcomes.daily = Outcome::Ran;
     }
-    report.created_at = Utc::now();
-    report
+}
+
+/// What an inventory sweep found, and the leak round that followed it.
+#[derive(Debug)]
+pub struct Swept {
+    pub found: inventory::Found,
+    pub errors: Vec<inventory::InventoryError>,
+    pub leaks: Option<crate::leak::Round>,
+}
+
+/// Sweeps the inventory prefixes and, when `leak` is due, probes the live hosts found
+/// for leaks. Blocking: run it on a blocking thread.
+pub fn sweep_blocking(config: &Config, leak: bool) -> Swept {
+    let mut found = inventory::Found::default();
+    let errors = config
+        .inventory_prefixes
+        .iter()
+        .filter_map(|p| {
+            inventory::sweep(
+                p,
+                config.inventory_interface.as_deref(),
+                config.inventory_max_pps,
+                &mut found,
+            )
+            .err()
+        })
+        .collect();
+    inventory::add_neighbours(&config.inventory_prefixes, &mut found);
+    // Leak probes go only to the hosts this sweep found live.
+    let leaks = (leak && config.leak.is_some()).then(|| crate::leak::detect(config, &found, false));
+    tracing::info!(
+        requests = found.stats.requests,
+        replies = found.stats.replies,
+        elapsed_ms = found.stats.elapsed.as_millis() as u64,
+        "ARP sweep done"
+    );
+    Swept { found, errors, leaks }
+}
+
+/// The leak round of a sweep, into `e`.
+pub fn add_leaks(e: &mut Evidence, round: crate::leak::Round) {
+    e.outcomes.leak_detection = e.outcomes.leak_detection.and(Outcome::of(!round.errors.is_empty()));
+    e.leaks.extend(round.findings);
+    for err in round.errors {
+        e.problem("leak_detection", err);
+    }
+}
+
+async fn sweep(config: &Config, e: &mut Evidence) {
+    let c = config.clone();
+    match tokio::task::spawn_blocking(move || sweep_blocking(&c, true)).await {
+        Ok(swept) => {
+            if let Some(round) = swept.leaks {
+                add_leaks(e, round);
+            }
+            e.outcomes.inventory = Outcome::of(!swept.errors.is_empty());
+            for err in swept.errors {
+                e.problem("inventory", err);
+            }
+            e.inventory = inventory::observations(&swept.found, Utc::now());
+        }
+        Err(err) => {
+            e.outcomes.inventory = Outcome::Failed;
+            e.problem("inventory", err);
+        }
+    }
 }
 
 /// A few lines of Chinese for the person at the terminal.

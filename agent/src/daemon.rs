@@ -11,16 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use kaohe_rubric::evidence::{
-    CheckProblem, CheckStatus, Checks, DailyCheck, IsolationResult, Observation, ProbeSample, Report, SelfCheck,
-    ServiceCheck,
-};
+use kaohe_rubric::evidence::{Observation, ProbeSample, Report, ServiceCheck};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
-use crate::cycle::{self, UNENROLLED};
-use crate::delivery::{self, Backoff};
+use crate::cycle;
+use crate::delivery::{self, Backoff, DeliveryError};
 use crate::reachability::{OutageTracker, Prober};
+use crate::report::{self, Evidence, Outcome};
 use crate::spool::{Options, Spool};
 use crate::{dual_homed, inventory, isolation, platform, services};
 
@@ -32,34 +30,37 @@ const LEGACY_SEQUENCE_FILE: &str = "sequence";
 /// While reports are held in memory, writing them to the spool is retried this often.
 const SPOOL_RETRY: Duration = Duration::from_secs(5);
 
+/// Why the daemon cannot start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{0}")]
     Spool(#[from] crate::spool::SpoolError),
-    #[error("{0}")]
-    Setup(String),
+    #[error("无法创建状态目录 {} (cannot create the state directory): {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("配置中没有 [listener] 段 (no [listener] section in the config)")]
+    NoListener,
+    #[error(transparent)]
+    Listener(#[from] crate::listener::ListenerError),
+    #[error("泄漏监听端的所有抓包都已停止 (every capture stopped): {}", join(.0))]
+    Deaf(Vec<crate::listener::ListenerError>),
+}
+
+fn join(errors: &[crate::listener::ListenerError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Results gathered since the last report.
 #[derive(Debug, Default)]
 struct Batch {
-    samples: Vec<ProbeSample>,
-    isolation: Vec<IsolationResult>,
-    self_check: Option<SelfCheck>,
+    evidence: Evidence,
+    /// The latest observation of each address.
     inventory: BTreeMap<String, Observation>,
-    services: Vec<ServiceCheck>,
-    daily: Vec<DailyCheck>,
-    problems: Vec<CheckProblem>,
-    ran_reachability: bool,
-    ran_isolation: bool,
     /// ICMP could not be used (no CAP_NET_RAW): ICMP results are no evidence.
     icmp_broken: bool,
-    ran_inventory: bool,
-    ran_services: bool,
-    failed_inventory: bool,
-    leaks: Vec<kaohe_rubric::evidence::LeakFinding>,
-    ran_leak: bool,
-    failed_leak: bool,
 }
 
 /// State that outlives batches.
@@ -88,15 +89,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn status(configured: bool, ran: bool, failed: bool) -> CheckStatus {
-    match (configured, ran, failed) {
-        (false, _, _) => CheckStatus::NotConfigured,
-        (true, _, true) => CheckStatus::Failed,
-        (true, true, false) => CheckStatus::Ran,
-        (true, false, false) => CheckStatus::NotDue,
-    }
-}
-
 impl Shared {
     /// Spools a report: the spool gives it its sequence number and counts.
     fn spool(&self, r: &mut Report) -> Result<(), DaemonError> {
@@ -112,40 +104,15 @@ impl Shared {
 
     /// Turns the batch into a report and spools it.
     fn flush(&self) -> Result<(), DaemonError> {
-        let c = &self.config;
         let batch = std::mem::take(&mut *lock(&self.batch));
-        let outages = lock(&self.memory).tracker.take_report();
-        let mut r = Report::empty(
-            uuid::Uuid::new_v4(),
-            c.agent_id.as_deref().unwrap_or(UNENROLLED),
-            c.unit_id.as_deref().unwrap_or(UNENROLLED),
-            0,
-            Utc::now(),
-            platform::host_facts(self.started_at),
-        );
-        r.checks = Checks {
-            reachability: status(!c.targets.is_empty(), batch.ran_reachability, batch.icmp_broken),
-            isolation: status(!c.canaries.is_empty(), batch.ran_isolation, batch.icmp_broken),
-            self_check: status(!c.private_prefixes.is_empty(), batch.self_check.is_some(), false),
-            inventory: status(
-                !c.inventory_prefixes.is_empty(),
-                batch.ran_inventory,
-                batch.failed_inventory,
-            ),
-            services: status(!c.services.is_empty(), batch.ran_services, false),
-            daily: status(!c.targets.is_empty(), !batch.daily.is_empty(), false),
-            leak_detection: status(c.leak.is_some(), batch.ran_leak, batch.failed_leak),
-        };
-        r.probes.interval_secs = c.schedule.probe_interval.as_secs().try_into().unwrap_or(u32::MAX);
-        r.probes.samples = batch.samples;
-        r.outages = outages;
-        r.isolation = batch.isolation;
-        r.self_check = batch.self_check;
-        r.inventory = batch.inventory.into_values().collect();
-        r.services = batch.services;
-        r.daily_checks = batch.daily;
-        r.problems = batch.problems;
-        r.leaks = batch.leaks;
+        let mut e = batch.evidence;
+        e.outages = lock(&self.memory).tracker.take_report();
+        e.inventory = batch.inventory.into_values().collect();
+        if batch.icmp_broken {
+            e.outcomes.reachability = Outcome::Failed;
+            e.outcomes.isolation = Outcome::Failed;
+        }
+        let mut r = report::assemble(&self.config, self.started_at, e);
         self.spool(&mut r)
     }
 }
@@ -164,11 +131,9 @@ fn setup(mut config: Config) -> Result<Arc<Shared>, DaemonError> {
             });
         }
     }
-    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-        DaemonError::Setup(format!(
-            "无法创建状态目录 {} (cannot create the state directory): {e}",
-            config.state_dir.display()
-        ))
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
+        path: config.state_dir.clone(),
+        source,
     })?;
     let spool = Spool::open(
         &config.state_dir.join("spool"),
@@ -280,8 +245,8 @@ async fn probe_loop(s: Arc<Shared>, prober: Prober, mut shutdown: watch::Receive
             m.last_round = samples.clone();
         }
         let mut b = lock(&s.batch);
-        b.samples.extend(samples);
-        b.ran_reachability = true;
+        b.evidence.samples.extend(samples);
+        b.evidence.outcomes.reachability = Outcome::Ran;
         if let Some(e) = prober.icmp_error()
             && s.config
                 .targets
@@ -289,11 +254,8 @@ async fn probe_loop(s: Arc<Shared>, prober: Prober, mut shutdown: watch::Receive
                 .any(|t| matches!(t.probe, crate::config::Probe::Icmp(_)))
         {
             b.icmp_broken = true;
-            if !b.problems.iter().any(|p| p.check == "reachability") {
-                b.problems.push(CheckProblem {
-                    check: "reachability".into(),
-                    message: e.to_string(),
-                });
+            if !b.evidence.problems.iter().any(|p| p.check == "reachability") {
+                b.evidence.problem("reachability", e);
             }
         }
     }
@@ -306,8 +268,8 @@ async fn isolation_loop(s: Arc<Shared>, prober: Prober, mut shutdown: watch::Rec
         let routes = platform::routes();
         let results = isolation::check(&prober, &s.config.canaries, &routes, s.config.isolation_timeout).await;
         let mut b = lock(&s.batch);
-        b.isolation.extend(results);
-        b.ran_isolation = true;
+        b.evidence.isolation.extend(results);
+        b.evidence.outcomes.isolation = Outcome::Ran;
         if prober.icmp_error().is_some()
             && s.config
                 .canaries
@@ -324,7 +286,9 @@ async fn self_check_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let canaries: Vec<IpAddr> = s.config.canaries.iter().map(|c| c.ip).collect();
     while tick(&mut timer, &mut shutdown).await {
         let sc = dual_homed::analyse(&platform::host_net(), &s.config.private_prefixes, &canaries, Utc::now());
-        lock(&s.batch).self_check = Some(sc);
+        let mut b = lock(&s.batch);
+        b.evidence.self_check = Some(sc);
+        b.evidence.outcomes.self_check = Outcome::Ran;
     }
 }
 
@@ -332,43 +296,21 @@ async fn inventory_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut timer = tokio::time::interval(s.config.schedule.inventory_interval);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while tick(&mut timer, &mut shutdown).await {
-        let (prefixes, iface, pps) = (
-            s.config.inventory_prefixes.clone(),
-            s.config.inventory_interface.clone(),
-            s.config.inventory_max_pps,
-        );
         let leak_due = s.config.leak.as_ref().is_some_and(|l| {
             lock(&s.memory)
                 .last_leak
                 .is_none_or(|t| t.elapsed() + Duration::from_secs(1) >= l.interval)
         });
         let config = s.config.clone();
-        let swept = tokio::task::spawn_blocking(move || {
-            let mut found = inventory::Found::default();
-            let errors: Vec<String> = prefixes
-                .iter()
-                .filter_map(|p| inventory::sweep(p, iface.as_deref(), pps, &mut found).err())
-                .collect();
-            inventory::add_neighbours(&prefixes, &mut found);
-            // Leak probes go only to the hosts this sweep found live.
-            let leaks = leak_due.then(|| crate::leak::detect(&config, &found, false));
-            (found, errors, leaks)
-        })
-        .await;
-        let Ok((found, errors, leaks)) = swept else { continue };
-        if let Some(round) = leaks {
+        let Ok(swept) = tokio::task::spawn_blocking(move || cycle::sweep_blocking(&config, leak_due)).await else {
+            continue;
+        };
+        if let Some(round) = swept.leaks {
             lock(&s.memory).last_leak = Some(std::time::Instant::now());
-            let mut b = lock(&s.batch);
-            b.ran_leak = true;
-            b.failed_leak |= !round.errors.is_empty();
-            b.leaks.extend(round.findings);
-            b.problems.extend(round.errors.into_iter().map(|message| CheckProblem {
-                check: "leak_detection".into(),
-                message,
-            }));
+            cycle::add_leaks(&mut lock(&s.batch).evidence, round);
         }
         let now = Utc::now();
-        let mut observations = inventory::observations(&found, now);
+        let mut observations = inventory::observations(&swept.found, now);
         {
             let mut m = lock(&s.memory);
             for o in &mut observations {
@@ -380,12 +322,11 @@ async fn inventory_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         for o in observations {
             b.inventory.insert(o.ip.clone(), o);
         }
-        b.ran_inventory = true;
-        b.failed_inventory = !errors.is_empty();
-        b.problems.extend(errors.into_iter().map(|message| CheckProblem {
-            check: "inventory".into(),
-            message,
-        }));
+        // The latest sweep says whether the inventory works.
+        b.evidence.outcomes.inventory = Outcome::of(!swept.errors.is_empty());
+        for e in swept.errors {
+            b.evidence.problem("inventory", e);
+        }
     }
 }
 
@@ -403,8 +344,8 @@ async fn services_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let results = services::check_all(&client, &s.config.services).await;
         lock(&s.memory).last_services = results.clone();
         let mut b = lock(&s.batch);
-        b.services.extend(results);
-        b.ran_services = true;
+        b.evidence.services.extend(results);
+        b.evidence.outcomes.services = Outcome::Ran;
     }
 }
 
@@ -419,31 +360,22 @@ async fn daily_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         if now.time() < s.config.schedule.daily_check_at || m.last_daily == Some(today) || m.last_round.is_empty() {
             continue;
         }
-        let mut report = Report::empty(
-            uuid::Uuid::nil(),
-            "",
-            "",
-            0,
-            Utc::now(),
-            platform::host_facts(s.started_at),
-        );
-        report.checks.reachability = CheckStatus::Ran;
-        report.probes.samples = m.last_round.clone();
-        report.services = m.last_services.clone();
-        if let Some(d) = cycle::daily_record(&report) {
+        if let Some(d) = cycle::daily_record(&m.last_round, &m.last_services) {
             m.last_daily = Some(today);
-            lock(&s.batch).daily.push(d);
+            let mut b = lock(&s.batch);
+            b.evidence.daily.push(d);
+            b.evidence.outcomes.daily = Outcome::Ran;
         }
     }
 }
 
 /// The credential and a client trusting the collector's CA, from the state directory.
-fn connect(dir: &std::path::Path, pin: Option<&str>) -> Result<(reqwest::Client, String), String> {
+fn connect(dir: &std::path::Path, pin: Option<&str>) -> Result<(reqwest::Client, String), DeliveryError> {
     let (Ok(credential), Ok(ca)) = (
         std::fs::read_to_string(dir.join(CREDENTIAL_FILE)),
         std::fs::read(dir.join(CA_FILE)),
     ) else {
-        return Err("尚未注册: 缺少凭据或采集中心证书, 请运行 kaohe-agent enroll (not enrolled yet)".into());
+        return Err(DeliveryError::NotEnrolled);
     };
     Ok((delivery::client(&ca, pin)?, credential.trim().to_string()))
 }
@@ -479,7 +411,10 @@ async fn upload_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     backoff.reset();
                     None
                 }
-                Err((n, why)) => {
+                Err(delivery::Paused {
+                    delivered: n,
+                    reason: why,
+                }) => {
                     let w = backoff.next_wait();
                     tracing::warn!(delivered = n, reason = %why, retry_in_ms = w.as_millis() as u64, "delivery paused");
                     connection = None;
@@ -501,14 +436,12 @@ async fn upload_loop(s: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 /// findings, delivered like the agent's reports. Runs until `shutdown` turns true.
 pub async fn listen(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     let Some(listener) = config.listener.clone() else {
-        return Err(DaemonError::Setup(
-            "配置中没有 [listener] 段 (no [listener] section in the config)".into(),
-        ));
+        return Err(DaemonError::NoListener);
     };
     let shared = setup(config)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ifaces = crate::listener::interfaces(&listener.interfaces).map_err(DaemonError::Setup)?;
+    let ifaces = crate::listener::interfaces(&listener.interfaces)?;
     let mut threads = Vec::new();
     for iface in ifaces {
         tracing::info!(interface = %iface.name, address = %listener.address, "leak listener capturing");
@@ -553,10 +486,7 @@ pub async fn listen(config: Config, mut shutdown: watch::Receiver<bool>) -> Resu
     spool_heard(&shared, &mut heard);
     shared.spool.close();
     if deaf {
-        return Err(DaemonError::Setup(format!(
-            "泄漏监听端的所有抓包都已停止 (every capture stopped): {}",
-            errors.join("; ")
-        )));
+        return Err(DaemonError::Deaf(errors));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -575,16 +505,7 @@ fn spool_heard(s: &Shared, heard: &mut Vec<crate::listener::Heard>) {
         }
     }
     for (unit, leaks) in by_unit {
-        let mut r = Report::empty(
-            uuid::Uuid::new_v4(),
-            s.config.agent_id.as_deref().unwrap_or(UNENROLLED),
-            &unit,
-            0,
-            Utc::now(),
-            platform::host_facts(s.started_at),
-        );
-        r.checks.leak_detection = CheckStatus::Ran;
-        r.leaks = leaks;
+        let mut r = report::heard(&s.config, s.started_at, &unit, leaks);
         if let Err(e) = s.spool(&mut r) {
             tracing::error!(error = %e, "cannot spool the listener's report");
         }

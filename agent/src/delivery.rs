@@ -51,26 +51,55 @@ pub fn fingerprint(der: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
+/// Why reports cannot be delivered now.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("采集中心 CA 证书无效 (bad collector CA certificate): {0}")]
+    CaPem(#[source] rustls::pki_types::pem::Error),
+    #[error("采集中心 CA 证书无效 (bad collector CA certificate): {0}")]
+    Ca(#[source] rustls::Error),
+    #[error("采集中心 CA 指纹不符: 应为 {want}, 实为 {got} (collector CA fingerprint mismatch)")]
+    PinMismatch { want: String, got: String },
+    #[error("{0}")]
+    Tls(#[source] rustls::Error),
+    #[error("无法创建 HTTPS 客户端 (cannot build the HTTPS client): {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("尚未注册: 缺少凭据或采集中心证书, 请运行 kaohe-agent enroll (not enrolled yet)")]
+    NotEnrolled,
+    #[error("{0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    /// The collector is unreachable or said to try again later, and why.
+    #[error("{0}")]
+    Retry(String),
+}
+
+/// Delivery stopped after `delivered` reports, to be retried later.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct Paused {
+    pub delivered: usize,
+    #[source]
+    pub reason: DeliveryError,
+}
+
 /// An HTTPS client that trusts only `ca_pem`, after checking it against `pin`.
-pub fn client(ca_pem: &[u8], pin: Option<&str>) -> Result<reqwest::Client, String> {
+pub fn client(ca_pem: &[u8], pin: Option<&str>) -> Result<reqwest::Client, DeliveryError> {
     crate::services::install_crypto_provider();
-    let ca = CertificateDer::from_pem_slice(ca_pem)
-        .map_err(|e| format!("采集中心 CA 证书无效 (bad collector CA certificate): {e}"))?;
+    let ca = CertificateDer::from_pem_slice(ca_pem).map_err(DeliveryError::CaPem)?;
     if let Some(want) = pin {
         let got = fingerprint(&ca);
         if !got.eq_ignore_ascii_case(want) {
-            return Err(format!(
-                "采集中心 CA 指纹不符: 应为 {want}, 实为 {got} (collector CA fingerprint mismatch)"
-            ));
+            return Err(DeliveryError::PinMismatch {
+                want: want.to_string(),
+                got,
+            });
         }
     }
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(ca)
-        .map_err(|e| format!("采集中心 CA 证书无效 (bad collector CA certificate): {e}"))?;
+    roots.add(ca).map_err(DeliveryError::Ca)?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(DeliveryError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     reqwest::Client::builder()
@@ -78,7 +107,7 @@ pub fn client(ca_pem: &[u8], pin: Option<&str>) -> Result<reqwest::Client, Strin
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("kaohe-agent/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("无法创建 HTTPS 客户端 (cannot build the HTTPS client): {e}"))
+        .map_err(DeliveryError::Client)
 }
 
 /// What the collector said about one report.
@@ -145,34 +174,42 @@ fn report_id_of(e: &Entry) -> String {
 }
 
 /// Sends every waiting report, oldest first, until the spool is empty (Ok(sent)) or the
-/// collector must be retried later (Err(reason), after `sent` were delivered).
+/// collector must be retried later (Err, saying why and how many were delivered).
 pub async fn drain(
     spool: &Spool,
     client: &reqwest::Client,
     collector: &str,
     credential: &str,
-) -> Result<usize, (usize, String)> {
+) -> Result<usize, Paused> {
     let mut sent = 0usize;
-    let pending = spool.pending().map_err(|e| (0, e.to_string()))?;
+    let paused = |delivered: usize| {
+        move |e: crate::spool::SpoolError| Paused {
+            delivered,
+            reason: e.into(),
+        }
+    };
+    let pending = spool.pending().map_err(paused(0))?;
     for e in pending {
-        let body = match spool.read(&e) {
-            Ok(b) => b,
-            Err(err) => return Err((sent, err.to_string())),
-        };
+        let body = spool.read(&e).map_err(paused(sent))?;
         match send(client, collector, credential, &report_id_of(&e), body).await {
             Sent::Acknowledged => {
-                spool.remove(&e).map_err(|err| (sent, err.to_string()))?;
+                spool.remove(&e).map_err(paused(sent))?;
                 sent += 1;
             }
             Sent::Refused(why) => {
-                let r = spool.reject(&e).map_err(|err| (sent, err.to_string()))?;
+                let r = spool.reject(&e).map_err(paused(sent))?;
                 let kept = r
                     .path
                     .as_deref()
                     .map_or_else(|| "-".into(), |p| p.display().to_string());
                 tracing::error!(sequence = e.sequence, report = %kept, reason = %why, rejected_total = r.total, "the collector refused a report for good; moved aside");
             }
-            Sent::Retry(why) => return Err((sent, why)),
+            Sent::Retry(why) => {
+                return Err(Paused {
+                    delivered: sent,
+                    reason: DeliveryError::Retry(why),
+                });
+            }
         }
     }
     Ok(sent)

@@ -64,10 +64,52 @@ pub fn route_for(routes: &[RouteEntry], dst: IpAddr) -> Option<&RouteEntry> {
 /// Analyses the host's network state. `private` is the private network's address space;
 /// `canaries` are internet addresses the LAN must not reach.
 pub fn analyse(net: &HostNet, private: &[IpNet], canaries: &[IpAddr], at: DateTime<Utc>) -> SelfCheck {
-    let iface = |name: &str| net.interfaces.iter().find(|i| i.name == name);
     let mut findings = Vec::new();
-    let mut internet_ifaces: Vec<String> = Vec::new();
+    let internet_ifaces = route_findings(net, private, canaries, &mut findings);
+    forwarding_findings(net, &internet_ifaces, &mut findings);
+    interface_findings(net, &internet_ifaces, &mut findings);
+    SelfCheck {
+        at,
+        interfaces: net
+            .interfaces
+            .iter()
+            .map(|i| evidence::Interface {
+                name: i.name.clone(),
+                kind: i.kind,
+                up: i.up,
+                mac: i.mac.map(|m| m.to_string()),
+                addresses: i.addresses.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+        routes: net
+            .routes
+            .iter()
+            .map(|r| evidence::Route {
+                destination: if r.is_default() {
+                    "default".into()
+                } else {
+                    r.destination.to_string()
+                },
+                gateway: r.gateway.map(|g| g.to_string()),
+                interface: r.interface.clone(),
+                metric: Some(r.metric),
+            })
+            .collect(),
+        ip_forwarding: net.forwarding_v4 || net.forwarding_v6,
+        findings,
+    }
+}
 
+/// Routes that leave outside the private network (by default or to a canary); returns
+/// the interfaces they leave through.
+fn route_findings(
+    net: &HostNet,
+    private: &[IpNet],
+    canaries: &[IpAddr],
+    findings: &mut Vec<SelfCheckFinding>,
+) -> Vec<String> {
+    let iface = |name: &str| net.interfaces.iter().find(|i| i.name == name);
+    let mut internet_ifaces: Vec<String> = Vec::new();
     let defaults: Vec<&RouteEntry> = net.routes.iter().filter(|r| r.is_default()).collect();
     for r in &defaults {
         let radio = iface(&r.interface).is_some_and(is_radio);
@@ -120,6 +162,11 @@ pub fn analyse(net: &HostNet, private: &[IpNet], canaries: &[IpAddr], at: DateTi
             ));
         }
     }
+    internet_ifaces
+}
+
+/// IP forwarding, harmless alone, a bridge with an internet path.
+fn forwarding_findings(net: &HostNet, internet_ifaces: &[String], findings: &mut Vec<SelfCheckFinding>) {
     if net.forwarding_v4 || net.forwarding_v6 {
         if internet_ifaces.is_empty() {
             findings.push(finding(
@@ -141,6 +188,10 @@ pub fn analyse(net: &HostNet, private: &[IpNet], canaries: &[IpAddr], at: DateTi
             ));
         }
     }
+}
+
+/// Radio and dial-up interfaces that are up, and virtual ones without an internet path.
+fn interface_findings(net: &HostNet, internet_ifaces: &[String], findings: &mut Vec<SelfCheckFinding>) {
     for i in net.interfaces.iter().filter(|i| i.up) {
         let carries_internet = internet_ifaces.contains(&i.name);
         let has_route = net.routes.iter().any(|r| r.interface == i.name && r.is_default());
@@ -180,37 +231,6 @@ pub fn analyse(net: &HostNet, private: &[IpNet], canaries: &[IpAddr], at: DateTi
             }
             _ => {}
         }
-    }
-
-    SelfCheck {
-        at,
-        interfaces: net
-            .interfaces
-            .iter()
-            .map(|i| evidence::Interface {
-                name: i.name.clone(),
-                kind: i.kind,
-                up: i.up,
-                mac: i.mac.clone(),
-                addresses: i.addresses.iter().map(ToString::to_string).collect(),
-            })
-            .collect(),
-        routes: net
-            .routes
-            .iter()
-            .map(|r| evidence::Route {
-                destination: if r.is_default() {
-                    "default".into()
-                } else {
-                    r.destination.to_string()
-                },
-                gateway: r.gateway.map(|g| g.to_string()),
-                interface: r.interface.clone(),
-                metric: Some(r.metric),
-            })
-            .collect(),
-        ip_forwarding: net.forwarding_v4 || net.forwarding_v6,
-        findings,
     }
 }
 

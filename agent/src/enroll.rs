@@ -109,16 +109,51 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
+/// Why enrolment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("注册令牌已过期, 请向管理员申请新令牌 (the token has expired; ask for a new one)")]
+    Expired,
+    #[error("{0}")]
+    Tls(#[source] rustls::Error),
+    #[error("{0}")]
+    Client(#[source] reqwest::Error),
+    #[error("无法连接采集中心 {url} (cannot reach the collector): {}", crate::services::full_message(.source))]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("采集中心拒绝注册 (enrolment refused, HTTP {status}): {text}")]
+    Refused { status: reqwest::StatusCode, text: String },
+    #[error("采集中心的应答无效 (bad enrolment answer): {0}")]
+    BadAnswer(#[source] serde_json::Error),
+    #[error("CA 证书无效 (bad CA certificate): {0}")]
+    BadCa(#[source] rustls::pki_types::pem::Error),
+    #[error("采集中心发来的 CA 证书与令牌中的指纹不符 (the CA sent does not match the token)")]
+    CaMismatch,
+    #[error("{}: {source}", path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Write(#[from] crate::spool::SpoolError),
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+}
+
 /// Enrols with the collector named in `token` and stores the result in `state_dir`.
-pub async fn enroll(token: &Token, state_dir: &Path, now_unix: i64) -> Result<Enrollment, String> {
+pub async fn enroll(token: &Token, state_dir: &Path, now_unix: i64) -> Result<Enrollment, EnrollError> {
     if token.expires < now_unix {
-        return Err("注册令牌已过期, 请向管理员申请新令牌 (the token has expired; ask for a new one)".into());
+        return Err(EnrollError::Expired);
     }
     crate::services::install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(EnrollError::Tls)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCa {
             pin: token.ca_fingerprint.to_lowercase(),
@@ -129,48 +164,48 @@ pub async fn enroll(token: &Token, state_dir: &Path, now_unix: i64) -> Result<En
         .use_preconfigured_tls(tls)
         .timeout(std::time::Duration::from_secs(30))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(EnrollError::Client)?;
     let url = format!("{}{ENROLL_PATH}", token.url.trim_end_matches('/'));
     let body = serde_json::json!({
         "secret": token.secret,
         "hostname": sysinfo::System::host_name().unwrap_or_default(),
         "agent_version": env!("CARGO_PKG_VERSION"),
     });
-    let resp = client.post(&url).json(&body).send().await.map_err(|e| {
-        format!(
-            "无法连接采集中心 {url} (cannot reach the collector): {}",
-            crate::services::full_message(&e)
-        )
-    })?;
+    let resp = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|source| EnrollError::Unreachable { url, source })?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
-        return Err(format!("采集中心拒绝注册 (enrolment refused, HTTP {status}): {text}"));
+        return Err(EnrollError::Refused { status, text });
     }
-    let g: Granted =
-        serde_json::from_str(&text).map_err(|e| format!("采集中心的应答无效 (bad enrolment answer): {e}"))?;
-    let ca = rustls::pki_types::pem::PemObject::from_pem_slice(g.ca_pem.as_bytes())
-        .map_err(|e: rustls::pki_types::pem::Error| format!("CA 证书无效 (bad CA certificate): {e}"))?;
-    let ca: CertificateDer<'static> = ca;
+    let g: Granted = serde_json::from_str(&text).map_err(EnrollError::BadAnswer)?;
+    let ca: CertificateDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(g.ca_pem.as_bytes()).map_err(EnrollError::BadCa)?;
     if !fingerprint(&ca).eq_ignore_ascii_case(&token.ca_fingerprint) {
-        return Err("采集中心发来的 CA 证书与令牌中的指纹不符 (the CA sent does not match the token)".into());
+        return Err(EnrollError::CaMismatch);
     }
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
-    let io = |e: crate::spool::SpoolError| e.to_string();
-    write_durably(state_dir, &state_dir.join(CREDENTIAL_FILE), g.credential.as_bytes()).map_err(io)?;
+    std::fs::create_dir_all(state_dir).map_err(|source| EnrollError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    write_durably(state_dir, &state_dir.join(CREDENTIAL_FILE), g.credential.as_bytes())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(state_dir.join(CREDENTIAL_FILE), std::fs::Permissions::from_mode(0o600));
     }
-    write_durably(state_dir, &state_dir.join(CA_FILE), g.ca_pem.as_bytes()).map_err(io)?;
+    write_durably(state_dir, &state_dir.join(CA_FILE), g.ca_pem.as_bytes())?;
     let enrollment = Enrollment {
         agent_id: g.agent_id,
         unit_id: g.unit_id,
         collector_url: token.url.clone(),
         ca_fingerprint: token.ca_fingerprint.to_lowercase(),
     };
-    let json = serde_json::to_vec_pretty(&enrollment).map_err(|e| e.to_string())?;
-    write_durably(state_dir, &state_dir.join(ENROLLMENT_FILE), &json).map_err(io)?;
+    let json = serde_json::to_vec_pretty(&enrollment).map_err(EnrollError::Json)?;
+    write_durably(state_dir, &state_dir.join(ENROLLMENT_FILE), &json)?;
     Ok(enrollment)
 }

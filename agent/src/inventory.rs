@@ -16,8 +16,9 @@ use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
 use kaohe_rubric::evidence::{HowSeen, Observation};
 
-use crate::arp::{ArpFrame, Mac, OP_REQUEST, mac_to_string};
-use crate::platform;
+use crate::platform::{self, RawError};
+use crate::wire::Mac;
+use crate::wire::arp::{ArpFrame, OP_REQUEST};
 
 /// Where Debian's `ieee-data` package keeps the IEEE OUI registry.
 pub const OUI_FILE: &str = "/usr/share/ieee-data/oui.txt";
@@ -56,11 +57,29 @@ impl Found {
     }
 }
 
+/// Why a prefix cannot be swept (or probed for leaks).
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("接口 {0} 不存在或没有 IPv4 地址 (interface {0} not found or has no IPv4 address)")]
+    NoInterface(String),
+    #[error("本机没有位于 {0} 的地址, 无法清点该网段 (no local address in {0})")]
+    NoLocalAddress(Ipv4Net),
+    #[error("接口 {0} 没有 MAC 地址 (no MAC)")]
+    NoMac(String),
+    #[error(transparent)]
+    Raw(#[from] RawError),
+}
+
+/// Where the agent stands on a prefix: the interface, its MAC and its IPv4 address.
+#[derive(Debug, Clone)]
+pub struct LocalSide {
+    pub iface: pnet_datalink::NetworkInterface,
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+}
+
 /// The interface, MAC and IPv4 address from which to sweep `prefix`.
-pub fn local_side(
-    prefix: &Ipv4Net,
-    name: Option<&str>,
-) -> Result<(pnet_datalink::NetworkInterface, Mac, Ipv4Addr), String> {
+pub fn local_side(prefix: &Ipv4Net, name: Option<&str>) -> Result<LocalSide, InventoryError> {
     let ifaces = pnet_datalink::interfaces();
     let pick = ifaces.into_iter().find_map(|i| {
         if name.is_some_and(|n| n != i.name) {
@@ -73,33 +92,24 @@ pub fn local_side(
         Some((i, ip))
     });
     let (iface, ip) = pick.ok_or_else(|| match name {
-        Some(n) => format!("接口 {n} 不存在或没有 IPv4 地址 (interface {n} not found or has no IPv4 address)"),
-        None => format!("本机没有位于 {prefix} 的地址, 无法清点该网段 (no local address in {prefix})"),
+        Some(n) => InventoryError::NoInterface(n.to_string()),
+        None => InventoryError::NoLocalAddress(*prefix),
     })?;
     let mac = iface
         .mac
-        .map(|m| m.octets())
-        .ok_or_else(|| format!("接口 {} 没有 MAC 地址 (no MAC)", iface.name))?;
-    Ok((iface, mac, ip))
+        .map(|m| Mac(m.octets()))
+        .ok_or_else(|| InventoryError::NoMac(iface.name.clone()))?;
+    Ok(LocalSide { iface, mac, ip })
 }
 
 /// Sweeps one prefix. Blocking: run it on a blocking thread.
-pub fn sweep(prefix: &Ipv4Net, interface: Option<&str>, max_pps: u32, found: &mut Found) -> Result<(), String> {
-    let (iface, our_mac, our_ip) = local_side(prefix, interface)?;
-    let config = pnet_datalink::Config {
-        read_timeout: Some(Duration::from_millis(1)),
-        ..pnet_datalink::Config::default()
-    };
-    let (mut tx, mut rx) = match pnet_datalink::channel(&iface, config) {
-        Ok(pnet_datalink::Channel::Ethernet(tx, rx)) => (tx, rx),
-        Ok(_) => return Err("不支持的链路类型 (unsupported channel type)".into()),
-        Err(e) => {
-            return Err(format!(
-                "无法在 {} 上收发 ARP, 需要 CAP_NET_RAW (cannot open a raw channel): {e}",
-                iface.name
-            ));
-        }
-    };
+pub fn sweep(prefix: &Ipv4Net, interface: Option<&str>, max_pps: u32, found: &mut Found) -> Result<(), InventoryError> {
+    let LocalSide {
+        iface,
+        mac: our_mac,
+        ip: our_ip,
+    } = local_side(prefix, interface)?;
+    let (mut tx, mut rx) = platform::raw_channel(&iface, Duration::from_millis(1), "收发 ARP")?;
     let targets: Vec<Ipv4Addr> = prefix.hosts().filter(|ip| *ip != our_ip).collect();
     let interval = Duration::from_secs_f64(1.0 / f64::from(max_pps.max(1)));
     let started = Instant::now();
@@ -133,26 +143,23 @@ pub fn sweep(prefix: &Ipv4Net, interface: Option<&str>, max_pps: u32, found: &mu
                 break;
             }
         }
-        match rx.next() {
-            Ok(bytes) => {
-                let Some(f) = ArpFrame::parse(bytes) else { continue };
-                if f.is_reply_to(&our_mac, our_ip) {
-                    if let Some(t0) = sent_at.get(&f.sender_ip)
-                        && answered.insert(f.sender_ip)
-                    {
-                        max_rtt = max_rtt.max(t0.elapsed());
-                        found.add(f.sender_ip, f.sender_mac, HowSeen::ArpSweep);
-                    }
-                } else if f.sender_ip != our_ip
-                    && !f.sender_ip.is_unspecified()
-                    && prefix.contains(&f.sender_ip)
-                    && (f.op == OP_REQUEST || f.target_ip != our_ip)
-                {
-                    found.add(f.sender_ip, f.sender_mac, HowSeen::PassiveArp);
-                }
+        let Some(bytes) = platform::next_frame(&mut *rx, &iface.name)? else {
+            continue;
+        };
+        let Some(f) = ArpFrame::parse(bytes) else { continue };
+        if f.is_reply_to(&our_mac, our_ip) {
+            if let Some(t0) = sent_at.get(&f.sender_ip)
+                && answered.insert(f.sender_ip)
+            {
+                max_rtt = max_rtt.max(t0.elapsed());
+                found.add(f.sender_ip, f.sender_mac, HowSeen::ArpSweep);
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {}
-            Err(e) => return Err(format!("读取 {} 失败 (receive failed): {e}", iface.name)),
+        } else if f.sender_ip != our_ip
+            && !f.sender_ip.is_unspecified()
+            && prefix.contains(&f.sender_ip)
+            && (f.op == OP_REQUEST || f.target_ip != our_ip)
+        {
+            found.add(f.sender_ip, f.sender_mac, HowSeen::PassiveArp);
         }
     }
     found.add(our_ip, our_mac, HowSeen::Local);
@@ -167,17 +174,10 @@ pub fn sweep(prefix: &Ipv4Net, interface: Option<&str>, max_pps: u32, found: &mu
 /// Adds the kernel's neighbour-table entries inside the prefixes.
 pub fn add_neighbours(prefixes: &[Ipv4Net], found: &mut Found) {
     for n in platform::neighbours() {
-        if prefixes.iter().any(|p| p.contains(&n.ip))
-            && let Some(mac) = parse_mac(&n.mac)
-        {
-            found.add(n.ip, mac, HowSeen::NeighbourTable);
+        if prefixes.iter().any(|p| p.contains(&n.ip)) {
+            found.add(n.ip, n.mac, HowSeen::NeighbourTable);
         }
     }
-}
-
-fn parse_mac(s: &str) -> Option<Mac> {
-    let v: Vec<u8> = s.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
-    v.try_into().ok()
 }
 
 /// Looks up vendors in an OUI file in the IEEE format (`00-00-0C   (hex)\t\tCisco…`),
@@ -210,7 +210,7 @@ pub fn observations(found: &Found, at: DateTime<Utc>) -> Vec<Observation> {
     let wanted: HashSet<[u8; 3]> = found
         .devices
         .values()
-        .map(|(m, _)| [m[0], m[1], m[2]])
+        .map(|(m, _)| m.oui())
         .filter(|o| o[0] & 0x02 == 0) // locally administered MACs have no vendor
         .collect();
     let names = match std::fs::File::open(OUI_FILE) {
@@ -222,8 +222,8 @@ pub fn observations(found: &Found, at: DateTime<Utc>) -> Vec<Observation> {
         .iter()
         .map(|(ip, (mac, how))| Observation {
             ip: ip.to_string(),
-            mac: Some(mac_to_string(mac)),
-            vendor: names.get(&[mac[0], mac[1], mac[2]]).cloned(),
+            mac: Some(mac.to_string()),
+            vendor: names.get(&mac.oui()).cloned(),
             first_seen: at,
             last_seen: at,
             how: how.clone(),
@@ -254,10 +254,10 @@ mod tests {
     fn an_answer_to_our_request_beats_hearsay() {
         let mut f = Found::default();
         let ip = Ipv4Addr::new(10, 1, 0, 21);
-        f.add(ip, [2, 0, 0, 0, 0, 1], HowSeen::PassiveArp);
-        f.add(ip, [2, 0, 0, 0, 0, 2], HowSeen::ArpSweep);
+        f.add(ip, Mac([2, 0, 0, 0, 0, 1]), HowSeen::PassiveArp);
+        f.add(ip, Mac([2, 0, 0, 0, 0, 2]), HowSeen::ArpSweep);
         let (mac, how) = &f.devices[&ip];
-        assert_eq!(mac, &[2, 0, 0, 0, 0, 2]);
+        assert_eq!(mac, &Mac([2, 0, 0, 0, 0, 2]));
         assert_eq!(how, &vec![HowSeen::ArpSweep, HowSeen::PassiveArp]);
     }
 

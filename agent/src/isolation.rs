@@ -12,7 +12,7 @@ use kaohe_rubric::evidence::{IsolationProtocol, IsolationResult};
 use crate::config::{Canary, CanaryProtocol};
 use crate::dual_homed::route_for;
 use crate::platform::RouteEntry;
-use crate::reachability::Prober;
+use crate::reachability::{ProbeError, Prober};
 
 /// Name asked of a canary's DNS port. Any well-formed answer with our id proves the path.
 const QUERY_NAME: &str = "kaohe-isolation-check.example";
@@ -36,21 +36,22 @@ pub fn is_dns_reply(reply: &[u8], id: u16) -> bool {
     reply.len() >= 12 && reply[0..2] == id.to_be_bytes() && reply[2] & 0x80 != 0
 }
 
-async fn dns(ip: IpAddr, timeout: Duration) -> Result<(), String> {
-    let bind: SocketAddr = match ip {
-        IpAddr::V4(_) => "0.0.0.0:0".parse().map_err(|_| "bind")?,
-        IpAddr::V6(_) => "[::]:0".parse().map_err(|_| "bind")?,
+async fn dns(ip: IpAddr, timeout: Duration) -> Result<(), ProbeError> {
+    let io = |e| ProbeError::Io(std::sync::Arc::new(e));
+    let bind = match ip {
+        IpAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     };
-    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    sock.connect((ip, 53)).await.map_err(|e| e.to_string())?;
+    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(io)?;
+    sock.connect((ip, 53)).await.map_err(io)?;
     let id: u16 = rand::random();
-    sock.send(&dns_query(id)).await.map_err(|e| e.to_string())?;
+    sock.send(&dns_query(id)).await.map_err(io)?;
     let mut buf = [0u8; 512];
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-            Err(_) => return Err("timeout".into()),
-            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(ProbeError::Timeout),
+            Ok(Err(e)) => return Err(io(e)),
             // Not ours (or garbage): keep waiting for the real answer until the deadline.
             Ok(Ok(n)) if !is_dns_reply(&buf[..n], id) => continue,
             Ok(Ok(_)) => return Ok(()),
@@ -107,7 +108,7 @@ pub async fn check(
                     reached: result.is_ok(),
                     via_interface: route.map(|r| r.interface.clone()),
                     next_hop: route.and_then(|r| r.gateway).map(|g| g.to_string()),
-                    error: result.err(),
+                    error: result.err().map(|e| e.to_string()),
                 },
             ));
         }

@@ -5,7 +5,6 @@
 //! behind [`platform`]. [`cycle`] runs one full round of every configured check and
 //! assembles the evidence report.
 
-pub mod arp;
 pub mod config;
 pub mod cycle;
 pub mod daemon;
@@ -18,5 +17,7 @@ pub mod leak;
 pub mod listener;
 pub mod platform;
 pub mod reachability;
+pub mod report;
 pub mod services;
 pub mod spool;
+pub mod wire;

@@ -13,10 +13,23 @@ use chrono::Utc;
 use kaohe_rubric::evidence::{LeakFinding, LeakMethod};
 
 use crate::config::Listener;
-use crate::leak::{Kind, Reply, Signer};
+use crate::leak::{Kind, Signer};
+use crate::platform::{self, RawError};
+use crate::wire::reply::Reply;
 
 /// How old a probe's answer may be (by the probe's signed time) to count.
 pub const MAX_AGE_SECS: u32 = 300;
+
+/// Why the listener cannot capture.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("没有可监听的网络接口 (no interface to capture on)")]
+    NoInterface,
+    #[error("接口 {0} 不存在 (no such interface)")]
+    NoSuchInterface(String),
+    #[error(transparent)]
+    Raw(#[from] RawError),
+}
 
 /// A verified answer: the unit whose agent probed, and the finding.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +40,12 @@ pub struct Heard {
 
 /// The interfaces to capture on: the named ones, or every interface that is up except
 /// loopback.
-pub fn interfaces(names: &[String]) -> Result<Vec<pnet_datalink::NetworkInterface>, String> {
+pub fn interfaces(names: &[String]) -> Result<Vec<pnet_datalink::NetworkInterface>, ListenerError> {
     let all = pnet_datalink::interfaces();
     if names.is_empty() {
         let picked: Vec<_> = all.into_iter().filter(|i| i.is_up() && !i.is_loopback()).collect();
         if picked.is_empty() {
-            return Err("没有可监听的网络接口 (no interface to capture on)".into());
+            return Err(ListenerError::NoInterface);
         }
         return Ok(picked);
     }
@@ -42,7 +55,7 @@ pub fn interfaces(names: &[String]) -> Result<Vec<pnet_datalink::NetworkInterfac
             all.iter()
                 .find(|i| &i.name == n)
                 .cloned()
-                .ok_or_else(|| format!("接口 {n} 不存在 (no such interface)"))
+                .ok_or_else(|| ListenerError::NoSuchInterface(n.clone()))
         })
         .collect()
 }
@@ -69,7 +82,7 @@ fn hear_with_nonce(reply: &Reply, signer: &Signer, l: &Listener, now_unix: u32) 
     if to != l.address {
         return None;
     }
-    let stamp = reply.stamp(signer, &l.units, now_unix, 3)?;
+    let stamp = signer.answered(reply, &l.units, now_unix, 3)?;
     // A probe answered long after it was sent is a replay (or a clock far off).
     if now_unix.abs_diff(stamp.at) > MAX_AGE_SECS {
         return None;
@@ -113,29 +126,14 @@ pub fn capture(
     l: &Listener,
     tx: &tokio::sync::mpsc::UnboundedSender<Heard>,
     stop: &Arc<AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), ListenerError> {
     let signer = Signer::new(&l.key);
-    let config = pnet_datalink::Config {
-        read_timeout: Some(Duration::from_millis(200)),
-        ..pnet_datalink::Config::default()
-    };
-    let mut rx = match pnet_datalink::channel(iface, config) {
-        Ok(pnet_datalink::Channel::Ethernet(_, rx)) => rx,
-        Ok(_) => return Err("不支持的链路类型 (unsupported channel type)".into()),
-        Err(e) => {
-            return Err(format!(
-                "无法在 {} 上监听, 需要 CAP_NET_RAW (cannot open a raw channel): {e}",
-                iface.name
-            ));
-        }
-    };
+    let (_, mut rx) = platform::raw_channel(iface, Duration::from_millis(200), "监听")?;
     // Each probe's answer counts once: a captured answer sent again is dropped.
     let mut seen: std::collections::HashMap<(String, u32), u32> = std::collections::HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let frame = match rx.next() {
-            Ok(f) => f,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => continue,
-            Err(e) => return Err(format!("读取 {} 失败 (receive failed): {e}", iface.name)),
+        let Some(frame) = platform::next_frame(&mut *rx, &iface.name)? else {
+            continue;
         };
         let Some(reply) = Reply::parse(frame) else { continue };
         let now = Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
@@ -183,8 +181,8 @@ mod tests {
             at: 1_800_000_000,
         };
         let a = Addressing {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_mac: crate::wire::Mac([2, 0, 0, 0, 0, 1]),
+            dst_mac: crate::wire::Mac([2, 0, 0, 0, 0, 2]),
             src_ip: to,
             dst_ip: stamp.target,
             ttl: 64,

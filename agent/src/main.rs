@@ -77,32 +77,86 @@ enum Command {
     },
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "错误 (error): 无法读取配置文件 {} (cannot read config): {e}",
-                path.display()
-            );
-            return Err(ExitCode::from(66));
-        }
-    };
-    Config::from_toml(&text, &path.display().to_string()).map_err(|e| {
-        eprintln!("错误 (error): {e}");
-        ExitCode::from(64)
-    })
+/// Why a command failed; [`Failure::exit_code`] is the one place exit codes are decided.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("无法读取配置文件 {} (cannot read config): {source}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] kaohe_agent::config::ConfigError),
+    /// The built-in default config is broken: a defect, not the user's.
+    #[error("{0}")]
+    DefaultConfig(#[source] kaohe_agent::config::ConfigError),
+    #[error("{0}")]
+    Token(#[from] kaohe_rubric::enrolment::TokenError),
+    #[error("无法启动运行时 (cannot start the runtime): {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("注册失败 (enrolment failed): {0}")]
+    Enroll(#[from] kaohe_agent::enroll::EnrollError),
+    #[error("{0}")]
+    Leak(#[from] LeakOnceError),
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    #[error("无法写入 {} (cannot write): {source}", path.display())]
+    WriteOut {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Status(#[from] kaohe_agent::spool::SpoolError),
+    #[error("{0}")]
+    Daemon(#[from] kaohe_agent::daemon::DaemonError),
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+impl Failure {
+    /// sysexits(3): 64 usage or config, 66 no input, 69 unavailable, 70 software,
+    /// 73 cannot create output, 74 I/O.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Config(_) | Failure::Token(_) => 64,
+            Failure::ReadConfig { .. } => 66,
+            Failure::Enroll(_) | Failure::Leak(_) => 69,
+            Failure::DefaultConfig(_) | Failure::Runtime(_) | Failure::Json(_) => 70,
+            Failure::WriteOut { .. } => 73,
+            Failure::Status(_) | Failure::Daemon(_) => 74,
+        }
+    }
+}
+
+/// Why `kaohe-agent leak` could not run its round.
+#[derive(Debug, thiserror::Error)]
+enum LeakOnceError {
+    #[error("配置中没有 [leak] 段, 未启用泄漏检测 (no [leak] section in the config)")]
+    NoLeakSection,
+    #[error("泄漏检测只探测清点到的主机, 需要 [inventory] prefixes (leak probes go only to hosts the inventory found)")]
+    NoInventory,
+    #[error("{0}")]
+    Sweep(#[from] kaohe_agent::inventory::InventoryError),
+    #[error("{0}")]
+    Round(#[from] kaohe_agent::leak::LeakError),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn load(path: &PathBuf) -> Result<Config, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|source| Failure::ReadConfig {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Config::from_toml(&text, &path.display().to_string())?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("错误 (error): 无法启动运行时 (cannot start the runtime): {e}");
-            ExitCode::from(70)
-        })
+        .map_err(Failure::Runtime)
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).
@@ -137,67 +191,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAOHE_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("错误 (error): {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
         Command::Listen { config } => daemon(&config, |c, rx| Box::pin(kaohe_agent::daemon::listen(c, rx))),
         Command::Run { config } => daemon(&config, |c, rx| Box::pin(kaohe_agent::daemon::run(c, rx))),
-        Command::Enroll { token, config } => {
-            let token = match kaohe_rubric::enrolment::Token::decode(&token) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("错误 (error): {e}");
-                    return ExitCode::from(64);
-                }
-            };
-            // A missing config file is fine here: enrolment needs only the state directory.
-            let c = if config.exists() {
-                match load(&config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                }
-            } else {
-                match Config::from_toml("", "(default)") {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("错误 (error): {e}");
-                        return ExitCode::from(70);
-                    }
-                }
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            let now = chrono::Utc::now().timestamp();
-            match rt.block_on(kaohe_agent::enroll::enroll(&token, &c.state_dir, now)) {
-                Ok(e) => {
-                    println!(
-                        "注册成功 (enrolled): 单位 {} 代理 {}; 采集中心 {}; 凭据已保存在 {}",
-                        e.unit_id,
-                        e.agent_id,
-                        e.collector_url,
-                        c.state_dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("错误 (error): 注册失败 (enrolment failed): {e}");
-                    ExitCode::from(69)
-                }
-            }
-        }
-        Command::Leak { config, dry_run } => {
-            let c = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match leak_once(&c, dry_run) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("错误 (error): {e}");
-                    ExitCode::from(69)
-                }
-            }
-        }
+        Command::Enroll { token, config } => enroll(&token, &config),
+        Command::Leak { config, dry_run } => leak_once(&load(&config)?, dry_run),
         Command::Status {
             config,
             state_dir,
@@ -205,69 +213,64 @@ fn main() -> ExitCode {
         } => {
             let state_dir = match state_dir {
                 Some(d) => d,
-                None if config.exists() => match load(&config) {
-                    Ok(c) => c.state_dir,
-                    Err(code) => return code,
-                },
+                None if config.exists() => load(&config)?.state_dir,
                 None => PathBuf::from(kaohe_agent::config::DEFAULT_STATE_DIR),
             };
             status(&state_dir, json)
         }
         Command::CheckConfig { config } => {
-            let c = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+            let c = load(&config)?;
             println!("配置有效 (config is valid): {}", config.display());
             println!("{}", kaohe_agent::config::describe_zh(&c));
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Command::Once { config, out } => {
-            let c = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            let report = rt.block_on(cycle::once(&c, chrono::Utc::now(), 0));
-            eprintln!("{}", cycle::summary_zh(&c, &report));
-            let json = match serde_json::to_string_pretty(&report) {
-                Ok(j) => j,
-                Err(e) => {
-                    eprintln!("错误 (error): {e}");
-                    return ExitCode::from(70);
-                }
-            };
-            match out {
-                Some(path) => {
-                    if let Err(e) = std::fs::write(&path, json + "\n") {
-                        eprintln!("错误 (error): 无法写入 {} (cannot write): {e}", path.display());
-                        return ExitCode::from(73);
-                    }
-                }
-                None => println!("{json}"),
-            }
-            ExitCode::SUCCESS
+        Command::Once { config, out } => once(&load(&config)?, out),
+    }
+}
+
+/// `kaohe-agent enroll`.
+fn enroll(token: &str, config: &PathBuf) -> Result<(), Failure> {
+    let token = kaohe_rubric::enrolment::Token::decode(token)?;
+    // A missing config file is fine here: enrolment needs only the state directory.
+    let c = if config.exists() {
+        load(config)?
+    } else {
+        Config::from_toml("", "(default)").map_err(Failure::DefaultConfig)?
+    };
+    let now = chrono::Utc::now().timestamp();
+    let e = runtime()?.block_on(kaohe_agent::enroll::enroll(&token, &c.state_dir, now))?;
+    println!(
+        "注册成功 (enrolled): 单位 {} 代理 {}; 采集中心 {}; 凭据已保存在 {}",
+        e.unit_id,
+        e.agent_id,
+        e.collector_url,
+        c.state_dir.display()
+    );
+    Ok(())
+}
+
+/// `kaohe-agent once`.
+fn once(c: &Config, out: Option<PathBuf>) -> Result<(), Failure> {
+    let report = runtime()?.block_on(cycle::once(c, chrono::Utc::now(), 0));
+    eprintln!("{}", cycle::summary_zh(c, &report));
+    let json = serde_json::to_string_pretty(&report).map_err(Failure::Json)?;
+    match out {
+        Some(path) => std::fs::write(&path, json + "\n").map_err(|source| Failure::WriteOut { path, source }),
+        None => {
+            println!("{json}");
+            Ok(())
         }
     }
 }
 
 /// `kaohe-agent status`: the enrolment and the spool, read without disturbing a running agent.
-fn status(state_dir: &std::path::Path, json: bool) -> ExitCode {
+fn status(state_dir: &std::path::Path, json: bool) -> Result<(), Failure> {
     let enrolment = kaohe_agent::enroll::Enrollment::load(state_dir);
-    let spool = match kaohe_agent::spool::peek(&state_dir.join("spool")) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("错误 (error): {e}");
-            return ExitCode::from(74);
-        }
-    };
+    let spool = kaohe_agent::spool::peek(&state_dir.join("spool"))?;
     if json {
         let v = serde_json::json!({ "state_dir": state_dir, "enrollment": enrolment, "spool": spool });
         println!("{v}");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     println!("状态目录 (state directory): {}", state_dir.display());
     match &enrolment {
@@ -293,19 +296,16 @@ fn status(state_dir: &std::path::Path, json: bool) -> ExitCode {
         }
         None => println!("报告队列尚未建立 (no spool yet: the agent has not run)"),
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// `kaohe-agent leak`: sweep the inventory prefixes, then probe (or list) every live host.
-fn leak_once(c: &Config, dry_run: bool) -> Result<(), String> {
+fn leak_once(c: &Config, dry_run: bool) -> Result<(), Failure> {
     if c.leak.is_none() {
-        return Err("配置中没有 [leak] 段, 未启用泄漏检测 (no [leak] section in the config)".into());
+        return Err(LeakOnceError::NoLeakSection.into());
     }
     if c.inventory_prefixes.is_empty() {
-        return Err(
-            "泄漏检测只探测清点到的主机, 需要 [inventory] prefixes (leak probes go only to hosts the inventory found)"
-                .into(),
-        );
+        return Err(LeakOnceError::NoInventory.into());
     }
     let mut found = kaohe_agent::inventory::Found::default();
     for prefix in &c.inventory_prefixes {
@@ -314,11 +314,12 @@ fn leak_once(c: &Config, dry_run: bool) -> Result<(), String> {
             c.inventory_interface.as_deref(),
             c.inventory_max_pps,
             &mut found,
-        )?;
+        )
+        .map_err(LeakOnceError::from)?;
     }
-    let round = kaohe_agent::leak::detect(c, &found, dry_run);
-    if let Some(e) = round.errors.first() {
-        return Err(e.clone());
+    let mut round = kaohe_agent::leak::detect(c, &found, dry_run);
+    if !round.errors.is_empty() {
+        return Err(LeakOnceError::from(round.errors.swap_remove(0)).into());
     }
     let hosts: std::collections::BTreeSet<_> = round.planned.iter().map(|p| p.host).collect();
     eprintln!(
@@ -344,26 +345,20 @@ fn leak_once(c: &Config, dry_run: bool) -> Result<(), String> {
             f.detail
         );
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&round.findings).map_err(|e| e.to_string())?
-    );
+    let json = serde_json::to_string_pretty(&round.findings).map_err(LeakOnceError::from)?;
+    println!("{json}");
     Ok(())
 }
 
 type Daemon = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), kaohe_agent::daemon::DaemonError>>>>;
 
 /// Runs a daemon mode (`run`, `listen`) until SIGTERM or Ctrl-C.
-fn daemon(config: &PathBuf, mode: impl FnOnce(Config, tokio::sync::watch::Receiver<bool>) -> Daemon) -> ExitCode {
-    let c = match load(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(async move {
+fn daemon(
+    config: &PathBuf,
+    mode: impl FnOnce(Config, tokio::sync::watch::Receiver<bool>) -> Daemon,
+) -> Result<(), Failure> {
+    let c = load(config)?;
+    runtime()?.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -371,12 +366,6 @@ fn daemon(config: &PathBuf, mode: impl FnOnce(Config, tokio::sync::watch::Receiv
             let _ = tx.send(true);
         });
         mode(c, rx).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("错误 (error): {e}");
-            ExitCode::from(74)
-        }
-    }
+    })?;
+    Ok(())
 }

@@ -11,13 +11,15 @@ use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
 use kaohe_rubric::evidence::{HostFacts, InterfaceKind};
 
+use crate::wire::Mac;
+
 /// A network interface of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Iface {
     pub name: String,
     pub kind: InterfaceKind,
     pub up: bool,
-    pub mac: Option<String>,
+    pub mac: Option<Mac>,
     pub addresses: Vec<IpNet>,
 }
 
@@ -127,7 +129,9 @@ pub fn interfaces() -> Vec<Iface> {
         let flags = read_trim(&dir.join("flags"))
             .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
             .unwrap_or(0);
-        let mac = read_trim(&dir.join("address")).filter(|m| m.len() == 17 && m != "00:00:00:00:00:00");
+        let mac = read_trim(&dir.join("address"))
+            .and_then(|m| m.parse::<Mac>().ok())
+            .filter(|m| *m != Mac::ZERO);
         let addresses = networks
             .get(&name)
             .map(|n| {
@@ -220,7 +224,7 @@ pub fn parse_route_v6(text: &str) -> Vec<RouteEntry> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
     pub ip: Ipv4Addr,
-    pub mac: String,
+    pub mac: Mac,
     pub interface: String,
 }
 
@@ -240,12 +244,13 @@ pub fn parse_arp_table(text: &str) -> Vec<Neighbour> {
                 return None;
             }
             let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
-            if flags & 0x2 == 0 || f[3] == "00:00:00:00:00:00" {
+            let mac: Mac = f[3].parse().ok()?;
+            if flags & 0x2 == 0 || mac == Mac::ZERO {
                 return None;
             }
             Some(Neighbour {
                 ip: f[0].parse().ok()?,
-                mac: f[3].to_lowercase(),
+                mac,
                 interface: f[5].to_string(),
             })
         })
@@ -301,7 +306,7 @@ mod tests {
                     10.1.0.40        0x1         0x0         00:00:00:00:00:00     *        eth0\n";
         let n = parse_arp_table(text);
         assert_eq!(n.len(), 1);
-        assert_eq!(n[0].mac, "02:6b:68:01:00:15");
+        assert_eq!(n[0].mac.to_string(), "02:6b:68:01:00:15");
     }
 
     #[test]
@@ -309,5 +314,69 @@ mod tests {
         assert!(parse_route_v4("Iface\nx y\n").is_empty());
         assert!(parse_route_v6("zz 40\n").is_empty());
         assert!(parse_arp_table("h\n1.2.3\n").is_empty());
+    }
+}
+
+/// A raw Ethernet channel that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    #[error("不支持的链路类型 (unsupported channel type)")]
+    Unsupported,
+    #[error("无法在 {iface} 上{doing}, 需要 CAP_NET_RAW (cannot open a raw channel): {source}")]
+    Open {
+        iface: String,
+        /// What the channel was for, in Chinese ("收发 ARP").
+        doing: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("读取 {iface} 失败 (receive failed): {source}")]
+    Receive {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The two ends of a raw Ethernet channel.
+pub type RawChannel = (
+    Box<dyn pnet_datalink::DataLinkSender>,
+    Box<dyn pnet_datalink::DataLinkReceiver>,
+);
+
+/// Opens a raw Ethernet channel on `iface` whose reads wait at most `read_timeout`;
+/// `doing` says what for in the error. Needs CAP_NET_RAW.
+pub fn raw_channel(
+    iface: &pnet_datalink::NetworkInterface,
+    read_timeout: std::time::Duration,
+    doing: &'static str,
+) -> Result<RawChannel, RawError> {
+    let config = pnet_datalink::Config {
+        read_timeout: Some(read_timeout),
+        ..pnet_datalink::Config::default()
+    };
+    match pnet_datalink::channel(iface, config) {
+        Ok(pnet_datalink::Channel::Ethernet(tx, rx)) => Ok((tx, rx)),
+        Ok(_) => Err(RawError::Unsupported),
+        Err(source) => Err(RawError::Open {
+            iface: iface.name.clone(),
+            doing,
+            source,
+        }),
+    }
+}
+
+/// The next frame from `rx`, or `None` when its read timed out.
+pub fn next_frame<'a>(
+    rx: &'a mut dyn pnet_datalink::DataLinkReceiver,
+    iface: &str,
+) -> Result<Option<&'a [u8]>, RawError> {
+    match rx.next() {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => Ok(None),
+        Err(source) => Err(RawError::Receive {
+            iface: iface.to_string(),
+            source,
+        }),
     }
 }

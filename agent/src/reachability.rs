@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -19,12 +20,31 @@ use crate::config::{Probe, Role, Target};
 /// Gap between the starts of two probes of one round.
 const PACE: Duration = Duration::from_millis(5);
 
+/// Why a probe got no answer, as its sample's `error` says.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeError {
+    #[error("无法打开 ICMP 套接字, 需要 CAP_NET_RAW 或 ping_group_range (cannot open an ICMP socket: {0})")]
+    NoIcmpSocket(#[source] Arc<std::io::Error>),
+    #[error("ICMP 类型 {kind} 代码 {code} 来自 {from} (not an echo reply: unreachable or time exceeded)")]
+    NotEchoReply { kind: u8, code: u8, from: IpAddr },
+    #[error("ICMPv6 类型 {kind} 代码 {code} 来自 {from} (not an echo reply)")]
+    NotEchoReplyV6 { kind: u8, code: u8, from: IpAddr },
+    #[error("timeout")]
+    Timeout,
+    #[error("connection refused")]
+    Refused,
+    #[error("{0}")]
+    Ping(#[source] Arc<surge_ping::SurgeError>),
+    #[error("{0}")]
+    Io(#[source] Arc<std::io::Error>),
+}
+
 /// Sends probes. ICMP needs CAP_NET_RAW (a raw socket) or, failing that, an unprivileged
 /// ICMP datagram socket (`net.ipv4.ping_group_range`).
 #[derive(Clone)]
 pub struct Prober {
-    v4: Result<Client, String>,
-    v6: Result<Client, String>,
+    v4: Result<Client, ProbeError>,
+    v6: Result<Client, ProbeError>,
     timeout: Duration,
     ident: u16,
 }
@@ -35,15 +55,13 @@ impl std::fmt::Debug for Prober {
     }
 }
 
-fn icmp_client(kind: ICMP) -> Result<Client, String> {
+fn icmp_client(kind: ICMP) -> Result<Client, ProbeError> {
     // A raw socket first (CAP_NET_RAW); surge-ping falls back to a datagram socket.
     let config = surge_ping::Config::builder()
         .kind(kind)
         .sock_type_hint(socket2::Type::RAW)
         .build();
-    Client::new(&config).map_err(|e| {
-        format!("无法打开 ICMP 套接字, 需要 CAP_NET_RAW 或 ping_group_range (cannot open an ICMP socket: {e})")
-    })
+    Client::new(&config).map_err(|e| ProbeError::NoIcmpSocket(Arc::new(e)))
 }
 
 impl Prober {
@@ -58,12 +76,12 @@ impl Prober {
     }
 
     /// Why ICMP cannot be used, if it cannot.
-    pub fn icmp_error(&self) -> Option<&str> {
-        self.v4.as_ref().err().map(String::as_str)
+    pub fn icmp_error(&self) -> Option<&ProbeError> {
+        self.v4.as_ref().err()
     }
 
     /// One ICMP echo. Ok(rtt) on a reply, Err(reason) otherwise.
-    pub async fn ping(&self, ip: IpAddr, seq: u16) -> Result<Duration, String> {
+    pub async fn ping(&self, ip: IpAddr, seq: u16) -> Result<Duration, ProbeError> {
         let client = match ip {
             IpAddr::V4(_) => &self.v4,
             IpAddr::V6(_) => &self.v6,
@@ -76,31 +94,29 @@ impl Prober {
             // errors (destination unreachable, time exceeded) that quote our request.
             Ok((IcmpPacket::V4(p), rtt)) if p.get_icmp_type().0 == 0 && p.get_source() == ip => Ok(rtt),
             Ok((IcmpPacket::V6(p), rtt)) if p.get_icmpv6_type().0 == 129 && IpAddr::V6(p.get_source()) == ip => Ok(rtt),
-            Ok((IcmpPacket::V4(p), _)) => Err(format!(
-                "ICMP 类型 {} 代码 {} 来自 {} (not an echo reply: unreachable or time exceeded)",
-                p.get_icmp_type().0,
-                p.get_icmp_code().0,
-                p.get_source()
-            )),
-            Ok((IcmpPacket::V6(p), _)) => Err(format!(
-                "ICMPv6 类型 {} 代码 {} 来自 {} (not an echo reply)",
-                p.get_icmpv6_type().0,
-                p.get_icmpv6_code().0,
-                p.get_source()
-            )),
-            Err(surge_ping::SurgeError::Timeout { .. }) => Err("timeout".into()),
-            Err(e) => Err(e.to_string()),
+            Ok((IcmpPacket::V4(p), _)) => Err(ProbeError::NotEchoReply {
+                kind: p.get_icmp_type().0,
+                code: p.get_icmp_code().0,
+                from: IpAddr::V4(p.get_source()),
+            }),
+            Ok((IcmpPacket::V6(p), _)) => Err(ProbeError::NotEchoReplyV6 {
+                kind: p.get_icmpv6_type().0,
+                code: p.get_icmpv6_code().0,
+                from: IpAddr::V6(p.get_source()),
+            }),
+            Err(surge_ping::SurgeError::Timeout { .. }) => Err(ProbeError::Timeout),
+            Err(e) => Err(ProbeError::Ping(Arc::new(e))),
         }
     }
 
     /// One TCP connect. Ok(time to connect) or Err(reason).
-    pub async fn connect(&self, addr: SocketAddr) -> Result<Duration, String> {
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Duration, ProbeError> {
         let start = Instant::now();
         match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(start.elapsed()),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err("connection refused".into()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timeout".into()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(ProbeError::Refused),
+            Ok(Err(e)) => Err(ProbeError::Io(Arc::new(e))),
+            Err(_) => Err(ProbeError::Timeout),
         }
     }
 
@@ -121,7 +137,7 @@ impl Prober {
             at,
             ok: result.is_ok(),
             rtt_ms: result.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
-            error: result.err(),
+            error: result.err().map(|e| e.to_string()),
             run: None,
         }
     }

@@ -16,15 +16,20 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The HTTP client of the service checks cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("无法创建 HTTP 客户端 (cannot build the HTTP client): {0}")]
+pub struct ClientError(#[source] reqwest::Error);
+
 /// A client for service checks: system roots, no redirects followed beyond 5, a timeout.
-pub fn client() -> Result<reqwest::Client, String> {
+pub fn client() -> Result<reqwest::Client, ClientError> {
     install_crypto_provider();
     reqwest::Client::builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::limited(5))
         .user_agent(concat!("kaohe-agent/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("无法创建 HTTP 客户端 (cannot build the HTTP client): {e}"))
+        .map_err(ClientError)
 }
 
 /// The TLS error in an error's source chain, if any.

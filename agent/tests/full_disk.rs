@@ -81,12 +81,14 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Skips (saying why) or, under CI=true, fails.
-fn cannot(why: &str) {
+const TEST: &str = "on_a_full_disk_the_agent_counts_every_report_it_loses_and_the_collector_sees_the_gap";
+
+/// Skips (saying what is missing) or, under CI=true, fails naming it.
+fn cannot(missing: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true: this test must run, but {why}");
+        panic!("{TEST}: needs {missing}; CI=true, so this is a failure");
     }
-    eprintln!("skipped: {why}");
+    eprintln!("{TEST}: skipped: needs {missing}");
 }
 
 /// Fills the file system at `dir` to the last page: writes until the write fails with
@@ -116,7 +118,7 @@ fn log_count(log: &Path, needle: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_full_disk_the_agent_counts_every_report_it_loses_and_the_collector_sees_the_gap() {
     if !is_root() {
-        return cannot("mounting a tmpfs needs root");
+        return cannot("root (to mount a tmpfs)");
     }
     let dir = std::env::temp_dir().join(format!("kaohe-full-disk-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -124,7 +126,7 @@ async fn on_a_full_disk_the_agent_counts_every_report_it_loses_and_the_collector
     let state = dir.join("state");
     let tmpfs = match Tmpfs::mount(&state, "256k") {
         Ok(t) => t,
-        Err(e) => return cannot(&e),
+        Err(e) => return cannot(&format!("a tmpfs ({e})")),
     };
     let pki = pki();
     enrol_files(&state, &pki);

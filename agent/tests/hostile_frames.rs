@@ -4,8 +4,11 @@
 
 use std::net::Ipv4Addr;
 
-use kaohe_agent::arp::{ArpFrame, FRAME_LEN, OP_REPLY};
 use kaohe_agent::isolation::{dns_query, is_dns_reply};
+use kaohe_agent::leak::{Addressing, Kind, Signer, Stamp, probe_frame};
+use kaohe_agent::wire::Mac;
+use kaohe_agent::wire::arp::{ArpFrame, FRAME_LEN, OP_REPLY};
+use kaohe_agent::wire::reply::Reply;
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -19,16 +22,30 @@ impl Rng {
     }
 }
 
-const OURS: [u8; 6] = [0x02, 0x6b, 0x68, 0x01, 0x00, 0x0a];
+/// `base` cut or padded with zeros to a random length below its own plus `extra`, with up
+/// to three random bytes changed.
+fn mutate(rng: &mut Rng, base: &[u8], extra: usize) -> Vec<u8> {
+    let len = (rng.next() % (base.len() + extra) as u64) as usize;
+    let mut buf: Vec<u8> = (0..len).map(|i| base.get(i).copied().unwrap_or(0)).collect();
+    for _ in 0..(rng.next() % 4) {
+        if !buf.is_empty() {
+            let at = (rng.next() % buf.len() as u64) as usize;
+            buf[at] = rng.next() as u8;
+        }
+    }
+    buf
+}
+
+const OURS: Mac = Mac([0x02, 0x6b, 0x68, 0x01, 0x00, 0x0a]);
 const OUR_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 
 #[test]
 fn mutated_arp_frames_never_panic_and_only_true_replies_match() {
     let reply = ArpFrame {
         eth_dst: OURS,
-        eth_src: [2, 0, 0, 0, 0, 1],
+        eth_src: Mac([2, 0, 0, 0, 0, 1]),
         op: OP_REPLY,
-        sender_mac: [2, 0, 0, 0, 0, 1],
+        sender_mac: Mac([2, 0, 0, 0, 0, 1]),
         sender_ip: Ipv4Addr::new(10, 1, 0, 21),
         target_mac: OURS,
         target_ip: OUR_IP,
@@ -37,14 +54,7 @@ fn mutated_arp_frames_never_panic_and_only_true_replies_match() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut accepted = 0u32;
     for _ in 0..200_000 {
-        let len = (rng.next() % (FRAME_LEN as u64 + 30)) as usize;
-        let mut buf: Vec<u8> = (0..len).map(|i| reply.get(i).copied().unwrap_or(0)).collect();
-        for _ in 0..(rng.next() % 4) {
-            if !buf.is_empty() {
-                let at = (rng.next() % buf.len() as u64) as usize;
-                buf[at] = rng.next() as u8;
-            }
-        }
+        let buf = mutate(&mut rng, &reply, 30);
         if let Some(f) = ArpFrame::parse(&buf) {
             // Whatever parsed must re-emit to the same 42 bytes: nothing was invented.
             assert_eq!(&f.emit()[..], &buf[..FRAME_LEN]);
@@ -69,4 +79,40 @@ fn random_bytes_are_never_a_dns_reply_to_our_query_unless_they_say_so() {
         assert!(!is_dns_reply(&buf, id.wrapping_add(1)) || buf.len() < 2);
     }
     assert!(!is_dns_reply(&dns_query(1), 1));
+}
+
+#[test]
+fn mutated_answers_never_panic_and_never_verify_under_another_key() {
+    let signer = Signer::new(b"lab-department-leak-key");
+    let stranger = Signer::new(b"someone-elses-key!!");
+    let frames: Vec<Vec<u8>> = [Kind::Icmp, Kind::Udp(33434), Kind::Tcp(443)]
+        .into_iter()
+        .map(|kind| {
+            let stamp = Stamp {
+                unit: "lab-b2".into(),
+                target: Ipv4Addr::new(10, 2, 0, 23),
+                kind,
+                nonce: 7,
+                at: 1_800_000_000,
+            };
+            let a = Addressing {
+                src_mac: OURS,
+                dst_mac: Mac([2, 0, 0, 0, 0, 1]),
+                src_ip: Ipv4Addr::new(203, 0, 113, 99),
+                dst_ip: stamp.target,
+                ttl: 64,
+            };
+            probe_frame(&signer, &a, &stamp)
+        })
+        .collect();
+    let units = ["lab-b2".to_string()];
+    let mut rng = Rng(7);
+    for _ in 0..50_000 {
+        let base = &frames[(rng.next() % 3) as usize];
+        let buf = mutate(&mut rng, base, 8);
+        if let Some(r) = Reply::parse(&buf) {
+            assert!(stranger.answered(&r, &units, 1_800_000_000, 3).is_none());
+            let _ = signer.answered(&r, &units, 1_800_000_000, 3);
+        }
+    }
 }

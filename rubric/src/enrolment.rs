@@ -37,21 +37,30 @@ impl Token {
         )
     }
 
-    pub fn decode(text: &str) -> Result<Token, String> {
-        let body = text
-            .trim()
-            .strip_prefix(TOKEN_PREFIX)
-            .ok_or("注册令牌应以 kaohe1. 开头 (a token starts with kaohe1.)")?;
+    pub fn decode(text: &str) -> Result<Token, TokenError> {
+        let body = text.trim().strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Prefix)?;
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
-            .map_err(|_| "注册令牌已损坏, 请完整复制 (the token is damaged; copy it whole)".to_string())?;
-        let t: Token = serde_json::from_slice(&json)
-            .map_err(|_| "注册令牌内容无效 (the token's content is invalid)".to_string())?;
+            .map_err(TokenError::Damaged)?;
+        let t: Token = serde_json::from_slice(&json).map_err(TokenError::Content)?;
         if !t.url.starts_with("https://") {
-            return Err("注册令牌中的采集中心地址不是 https:// (the token's collector URL is not https)".into());
+            return Err(TokenError::NotHttps);
         }
         Ok(t)
     }
+}
+
+/// An enrolment token that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("注册令牌应以 kaohe1. 开头 (a token starts with kaohe1.)")]
+    Prefix,
+    #[error("注册令牌已损坏, 请完整复制 (the token is damaged; copy it whole)")]
+    Damaged(#[source] base64::DecodeError),
+    #[error("注册令牌内容无效 (the token's content is invalid)")]
+    Content(#[source] serde_json::Error),
+    #[error("注册令牌中的采集中心地址不是 https:// (the token's collector URL is not https)")]
+    NotHttps,
 }
 
 #[cfg(test)]
@@ -69,8 +78,13 @@ mod tests {
         };
         let line = t.encode();
         assert!(line.starts_with("kaohe1.") && !line.contains(char::is_whitespace));
-        assert_eq!(Token::decode(&format!("  {line}\n")), Ok(t));
+        assert_eq!(Token::decode(&format!("  {line}\n")).expect("decodes"), t);
         assert!(Token::decode(&line[..line.len() - 5]).is_err());
-        assert!(Token::decode("hello").expect_err("no prefix").contains("kaohe1."));
+        assert!(
+            Token::decode("hello")
+                .expect_err("no prefix")
+                .to_string()
+                .contains("kaohe1.")
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod rollup;
 pub mod rubric;
 pub mod scoring;
+pub mod toml_error;
 
 pub use evidence::{Report, SCHEMA_VERSION};
 pub use period::Period;

@@ -196,8 +196,12 @@ pub struct OutageResponseRule {
 /// A rubric file that cannot be used. The message names the file, the key and the line.
 #[derive(Debug, thiserror::Error)]
 pub enum RubricError {
-    #[error("评分细则文件 {file} 语法错误 (rubric syntax error): {message}")]
-    Syntax { file: String, message: String },
+    #[error("评分细则文件 {file} 语法错误 (rubric syntax error): {source}")]
+    Syntax {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("评分细则文件 {file} 第 {line} 行, 键 `{key}`: {message}")]
     Invalid {
         file: String,
@@ -265,43 +269,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
-    }
-
-    /// serde reports errors inside an internally tagged table at the table; when the
-    /// message names a field, point at that field's own line.
-    fn locate_serde_error(&self, start: usize, message: &str) -> (usize, String) {
-        let field = message
-            .split_once("field `")
-            .and_then(|(_, rest)| rest.split_once('`'))
-            .map(|(f, _)| f.to_string());
-        if let Some(f) = &field {
-            let from = start.min(self.text.len());
-            let mut offset = from;
-            for line in self.text[from..].split_inclusive('\n') {
-                let t = line.trim_start();
-                if t.starts_with(f.as_str()) && t[f.len()..].trim_start().starts_with('=') {
-                    return (self.line_of(offset), f.clone());
-                }
-                if t.starts_with('[') && offset > from {
-                    break;
-                }
-                offset += line.len();
-            }
-        }
-        // Otherwise name the key written on the line the error points at.
-        let line_start = self.text[..start.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
-        let key = self.text[line_start..]
-            .lines()
-            .next()
-            .and_then(|l| l.split_once('='))
-            .map(|(k, _)| k.trim().to_string())
-            .filter(|k| !k.is_empty() && !k.starts_with('#'));
-        (
-            self.line_of(start),
-            field.or(key).unwrap_or_else(|| String::from("(语法 syntax)")),
-        )
+        crate::toml_error::line_of(self.text, offset)
     }
 
     fn err<T>(&self, span: std::ops::Range<usize>, key: &str, message: impl Into<String>) -> Result<T, RubricError> {
@@ -325,20 +293,20 @@ impl Rubric {
     /// Parses and validates a rubric. `file` names the source in error messages.
     pub fn from_toml(text: &str, file: &str) -> Result<Rubric, RubricError> {
         let ctx = Ctx { file, text };
-        let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
-            Some(span) => {
-                let (line, key) = ctx.locate_serde_error(span.start, e.message());
-                RubricError::Invalid {
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let at = crate::toml_error::locate(text, &e);
+            match at.line {
+                Some(line) => RubricError::Invalid {
                     file: file.to_string(),
                     line,
-                    key,
-                    message: e.message().trim().to_string(),
-                }
+                    key: at.key.unwrap_or_else(|| String::from("(语法 syntax)")),
+                    message: at.message,
+                },
+                None => RubricError::Syntax {
+                    file: file.to_string(),
+                    source: e,
+                },
             }
-            None => RubricError::Syntax {
-                file: file.to_string(),
-                message: e.to_string(),
-            },
         })?;
         let header = raw.rubric.into_inner();
         let id = header.id.get_ref().trim().to_string();
@@ -527,32 +495,48 @@ fn validate_item(
     })
 }
 
-fn non_negative(name: &str, v: f64) -> Result<(), String> {
+/// What is wrong with a rule's parameters (a sentence, Chinese first).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+struct RuleProblem(String);
+
+impl From<&str> for RuleProblem {
+    fn from(s: &str) -> RuleProblem {
+        RuleProblem(s.to_string())
+    }
+}
+
+impl From<String> for RuleProblem {
+    fn from(s: String) -> RuleProblem {
+        RuleProblem(s)
+    }
+}
+
+fn non_negative(name: &str, v: f64) -> Result<(), RuleProblem> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` 必须是不小于 0 的数 (must be a number >= 0), 实为 {v}"
-        ))
+        Err(format!("`{name}` 必须是不小于 0 的数 (must be a number >= 0), 实为 {v}").into())
     }
 }
 
-fn fraction(name: &str, v: f64) -> Result<(), String> {
+fn fraction(name: &str, v: f64) -> Result<(), RuleProblem> {
     if v.is_finite() && (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
-        Err(format!("`{name}` 必须在 0 到 1 之间 (must be within 0..=1), 实为 {v}"))
+        Err(format!("`{name}` 必须在 0 到 1 之间 (must be within 0..=1), 实为 {v}").into())
     }
 }
 
-fn check_rule(rule: &Rule, points: u32, scoring: Scoring) -> Result<(), String> {
+fn check_rule(rule: &Rule, points: u32, scoring: Scoring) -> Result<(), RuleProblem> {
     let partial_ok = matches!(rule, Rule::MachineRoom(_));
     match (scoring, partial_ok) {
         (Scoring::Partial, false) => {
             return Err(format!(
                 "规则 `{}` 不含评审部分, scoring 应为 auto (rule has no reviewer part; use scoring = \"auto\")",
                 rule.kind()
-            ));
+            )
+            .into());
         }
         (Scoring::Auto, true) => {
             return Err("规则 `machine_room` 含评审部分, scoring 应为 partial (use scoring = \"partial\")".into());
@@ -574,7 +558,7 @@ fn check_rule(rule: &Rule, points: u32, scoring: Scoring) -> Result<(), String> 
             if (sum - f64::from(points)).abs() > 1e-9 {
                 return Err(format!(
                     "maintainer_points + availability_points + reviewer_points = {sum}, 应等于标准分 {points} (must equal the item's points)"
-                ));
+                ).into());
             }
         }
         Rule::Uptime(r) => {
@@ -584,13 +568,15 @@ fn check_rule(rule: &Rule, points: u32, scoring: Scoring) -> Result<(), String> 
                 return Err(format!(
                     "`zero_at` ({}) 必须小于 `full_at` ({}) (zero_at must be below full_at)",
                     r.zero_at, r.full_at
-                ));
+                )
+                .into());
             }
             if !(r.sample_tolerance.is_finite() && r.sample_tolerance >= 1.0) {
                 return Err(format!(
                     "`sample_tolerance` 必须不小于 1 (must be >= 1), 实为 {}",
                     r.sample_tolerance
-                ));
+                )
+                .into());
             }
         }
         Rule::Isolation(r) => {
@@ -610,7 +596,8 @@ fn check_rule(rule: &Rule, points: u32, scoring: Scoring) -> Result<(), String> 
                 return Err(format!(
                     "`restore_within_hours` 必须大于 0 (must be > 0), 实为 {}",
                     r.restore_within_hours
-                ));
+                )
+                .into());
             }
         }
     }

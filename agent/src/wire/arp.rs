@@ -7,21 +7,14 @@
 
 use std::net::Ipv4Addr;
 
-/// A MAC address.
-pub type Mac = [u8; 6];
+use super::be16;
+use super::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, Mac, mac_at};
+use super::ipv4::ip_at;
 
-pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const OP_REQUEST: u16 = 1;
 pub const OP_REPLY: u16 = 2;
 /// Ethernet header (14) + ARP body (28).
 pub const FRAME_LEN: usize = 42;
-
-pub fn mac_to_string(m: &Mac) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
 
 /// A parsed ARP frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,35 +28,25 @@ pub struct ArpFrame {
     pub target_ip: Ipv4Addr,
 }
 
-fn mac_at(b: &[u8], at: usize) -> Option<Mac> {
-    b.get(at..at + 6)?.try_into().ok()
-}
-
-fn ip_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
-    let o: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(Ipv4Addr::from(o))
-}
-
 impl ArpFrame {
     /// Parses an Ethernet frame; `None` unless it is a well-formed IPv4 ARP frame.
     pub fn parse(frame: &[u8]) -> Option<ArpFrame> {
         if frame.len() < FRAME_LEN {
             return None;
         }
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        let arp = &frame[14..];
-        let htype = u16::from_be_bytes([arp[0], arp[1]]);
-        let ptype = u16::from_be_bytes([arp[2], arp[3]]);
-        if ethertype != ETHERTYPE_ARP || htype != 1 || ptype != 0x0800 || arp[4] != 6 || arp[5] != 4 {
+        let eth = ethernet::Frame::parse(frame)?;
+        let arp = eth.payload;
+        let (htype, ptype) = (be16(arp, 0)?, be16(arp, 2)?);
+        if eth.repr.ethertype != ETHERTYPE_ARP || htype != 1 || ptype != ETHERTYPE_IPV4 || arp[4] != 6 || arp[5] != 4 {
             return None;
         }
-        let op = u16::from_be_bytes([arp[6], arp[7]]);
+        let op = be16(arp, 6)?;
         if op != OP_REQUEST && op != OP_REPLY {
             return None;
         }
         Some(ArpFrame {
-            eth_dst: mac_at(frame, 0)?,
-            eth_src: mac_at(frame, 6)?,
+            eth_dst: eth.repr.dst,
+            eth_src: eth.repr.src,
             op,
             sender_mac: mac_at(arp, 8)?,
             sender_ip: ip_at(arp, 14)?,
@@ -75,12 +58,12 @@ impl ArpFrame {
     /// A broadcast "who has `target_ip`? tell `src_ip`".
     pub fn request(src_mac: Mac, src_ip: Ipv4Addr, target_ip: Ipv4Addr) -> ArpFrame {
         ArpFrame {
-            eth_dst: [0xff; 6],
+            eth_dst: Mac::BROADCAST,
             eth_src: src_mac,
             op: OP_REQUEST,
             sender_mac: src_mac,
             sender_ip: src_ip,
-            target_mac: [0; 6],
+            target_mac: Mac::ZERO,
             target_ip,
         }
     }
@@ -88,17 +71,17 @@ impl ArpFrame {
     /// The frame's bytes; `parse(&f.emit()) == Some(f)`.
     pub fn emit(&self) -> [u8; FRAME_LEN] {
         let mut b = [0u8; FRAME_LEN];
-        b[0..6].copy_from_slice(&self.eth_dst);
-        b[6..12].copy_from_slice(&self.eth_src);
+        b[0..6].copy_from_slice(&self.eth_dst.0);
+        b[6..12].copy_from_slice(&self.eth_src.0);
         b[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
         b[14..16].copy_from_slice(&1u16.to_be_bytes());
-        b[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
+        b[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         b[18] = 6;
         b[19] = 4;
         b[20..22].copy_from_slice(&self.op.to_be_bytes());
-        b[22..28].copy_from_slice(&self.sender_mac);
+        b[22..28].copy_from_slice(&self.sender_mac.0);
         b[28..32].copy_from_slice(&self.sender_ip.octets());
-        b[32..38].copy_from_slice(&self.target_mac);
+        b[32..38].copy_from_slice(&self.target_mac.0);
         b[38..42].copy_from_slice(&self.target_ip.octets());
         b
     }
@@ -113,8 +96,8 @@ impl ArpFrame {
 mod tests {
     use super::*;
 
-    const OURS: Mac = [0x02, 0x6b, 0x68, 0x01, 0x00, 0x0a];
-    const THEIRS: Mac = [0x02, 0x6b, 0x68, 0x01, 0x00, 0x15];
+    const OURS: Mac = Mac([0x02, 0x6b, 0x68, 0x01, 0x00, 0x0a]);
+    const THEIRS: Mac = Mac([0x02, 0x6b, 0x68, 0x01, 0x00, 0x15]);
 
     fn reply() -> ArpFrame {
         ArpFrame {
@@ -147,7 +130,7 @@ mod tests {
         bytes.extend_from_slice(&[0; 18]);
         let f = ArpFrame::parse(&bytes).expect("parses");
         assert!(f.is_reply_to(&OURS, Ipv4Addr::new(10, 1, 0, 10)));
-        assert_eq!(mac_to_string(&f.sender_mac), "02:6b:68:01:00:15");
+        assert_eq!(f.sender_mac.to_string(), "02:6b:68:01:00:15");
     }
 
     #[test]
