@@ -151,28 +151,9 @@ fn load(path: &PathBuf) -> Result<Config, Failure> {
     Ok(Config::from_toml(&text, &path.display().to_string())?)
 }
 
+/// The runtime every Kaohe binary runs on (`kaohe_process`, shared with the collector).
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(Failure::Runtime)
-}
-
-/// SIGTERM or SIGINT (Ctrl-C).
-async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    kaohe_process::runtime().map_err(Failure::Runtime)
 }
 
 fn main() -> ExitCode {
@@ -361,7 +342,7 @@ fn daemon(
     runtime()?.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            kaohe_process::stop_signal().await;
             tracing::info!("shutting down");
             let _ = tx.send(true);
         });
