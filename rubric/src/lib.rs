@@ -12,6 +12,8 @@ pub mod registry;
 pub mod rollup;
 pub mod rubric;
 pub mod scoring;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod toml_error;
 
 pub use evidence::{Report, SCHEMA_VERSION};

@@ -2,8 +2,7 @@
 //! `202é-1-01` panicked), and what parses prints back to itself. A seeded, bounded run on
 //! stable Rust; `rubric/fuzz` has the cargo-fuzz target for longer runs.
 
-#[path = "support/period_checks.rs"]
-mod period_checks;
+use kaohe_rubric::testing::period as period_checks;
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);

@@ -4,8 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/support/period_checks.rs"]
-mod period_checks;
+use kaohe_rubric::testing::period as period_checks;
 
 fuzz_target!(|data: &[u8]| {
     period_checks::check_period(&String::from_utf8_lossy(data));

@@ -2,11 +2,10 @@
 //! (`tests/hostile_periods.rs`) and the cargo-fuzz target (`fuzz/`): no panic, and a
 //! period that parses prints back to the same period and has days and bounds in order.
 
-#![allow(dead_code)]
-
+use crate::period::{Period, days_in};
 use chrono_tz::Tz;
-use kaohe_rubric::period::{Period, days_in};
 
+/// Parses `s` as a period; panics if a period that parses breaks a rule. True if it parsed.
 pub fn check_period(s: &str) -> bool {
     let Ok(p) = s.parse::<Period>() else {
         return false;

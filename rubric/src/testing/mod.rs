@@ -1,0 +1,4 @@
+//! Property checks shared by the tests and the cargo-fuzz targets (feature `testing`, which
+//! only the crate's own dev-dependency and `rubric/fuzz` turn on; never in a release build).
+
+pub mod period;
