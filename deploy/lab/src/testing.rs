@@ -14,23 +14,7 @@ use std::sync::OnceLock;
 /// The packages whose binaries tests run: the agent, the collector and `kaohe-lab`.
 const BINARY_PACKAGES: [&str; 3] = ["kaohe-agent", "kaohe-collector", "kaohe-lab"];
 
-/// Whether this run is CI (`CI=true`): then nothing may skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Whether `test` can do its real part, which needs `what` (e.g. "root (network
-/// namespaces)"); `have` says whether this run has it. Without it the test should
-/// return: this prints that it skipped. With `CI=true` it panics instead, naming what
-/// is missing.
-pub fn require(test: &str, have: bool, what: &str) -> bool {
-    if have {
-        return true;
-    }
-    assert!(!in_ci(), "{test}: needs {what}; CI=true, so this is a failure");
-    eprintln!("{test}: skipped, needs {what}");
-    false
-}
+pub use kaohe_process::testing::{in_ci, require};
 
 /// [`require`] for root, which the lab needs (network namespaces, veth, sysctl).
 pub fn require_root(test: &str) -> bool {

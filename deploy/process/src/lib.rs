@@ -1,9 +1,11 @@
 //! How a Kaohe binary runs as a process: the one place that builds its tokio runtime and
 //! waits for the signals that stop it. `kaohe-agent`, `kaohe-collector` and `kaohe-lab`
 //! all start through here, so a change of thread count or of the signals honoured is made
-//! once.
+//! once. [`testing`] holds the one rule for tests that need what a machine may lack.
 
 use std::future::Future;
+
+pub mod testing;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
