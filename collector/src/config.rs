@@ -146,12 +146,14 @@ impl CollectorConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: CollectorConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
-            message: e.message().trim().to_string(),
+        let config: CollectorConfig = toml::from_str(&text).map_err(|e| {
+            // The same locator as the rubric's and the agent's config files.
+            let at = kaohe_rubric::toml_error::locate(&text, &e);
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: at.line,
+                message: at.message,
+            }
         })?;
         config.check().map_err(|source| ConfigError::InFile {
             path: path.to_path_buf(),
