@@ -198,28 +198,29 @@ impl Store {
 
     /// Sets a new password and ends the user's sessions. False if no such user.
     pub async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+        let change = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
             .bind(password_hash)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+            .bind(name);
+        self.change_user(name, change).await
     }
 
     /// Disables a user and ends its sessions. False if no such active user.
     pub async fn disable_user(&self, name: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE users SET disabled_at = $1 WHERE name = $2 AND disabled_at IS NULL")
+        let change = sqlx::query("UPDATE users SET disabled_at = $1 WHERE name = $2 AND disabled_at IS NULL")
             .bind(millis(now))
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+            .bind(name);
+        self.change_user(name, change).await
+    }
+
+    /// Runs `change` on a user and ends the user's sessions, in one transaction; whether
+    /// the change found its user.
+    async fn change_user(
+        &self,
+        name: &str,
+        change: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = change.execute(&mut *tx).await?;
         sqlx::query("DELETE FROM sessions WHERE user_name = $1")
             .bind(name)
             .execute(&mut *tx)
