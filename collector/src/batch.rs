@@ -167,7 +167,7 @@ async fn store_batch(store: Store, items: Vec<Item>) -> Vec<Outcome> {
         Ok(results) => results.into_iter().map(Ok).collect(),
         // A report that breaks the batch: store the others one by one. Not when the
         // database itself is away — then every one would wait for it again.
-        Err(e) if items.len() > 1 && !unreachable(&e) => {
+        Err(e) if items.len() > 1 && !e.is_unreachable() => {
             tracing::warn!(error = %e, reports = items.len(), "batch not stored; storing its reports one by one");
             let mut out = Vec::with_capacity(items.len());
             for item in items {
@@ -189,29 +189,8 @@ async fn store_batch(store: Store, items: Vec<Item>) -> Vec<Outcome> {
     }
 }
 
-/// Whether the database refuses the data itself, so that trying again cannot help:
-/// PostgreSQL's classes 22 (data exception: e.g. an untranslatable character) and 23
-/// (integrity constraint); SQLite's constraint (19), mismatch (20), too big (18) and range
-/// (25) errors. Everything else (connections, locks, deadlocks, resources) is transient.
+/// Whether the database refuses the report itself, so that trying again cannot help
+/// ([`StoreError::is_permanent`]).
 pub fn permanent(e: &StoreError) -> bool {
-    let StoreError::Db(sqlx::Error::Database(d)) = e else {
-        return matches!(e, StoreError::Invalid(_));
-    };
-    let code = d.code().unwrap_or_default();
-    if code.len() == 5 {
-        // A PostgreSQL SQLSTATE (SQLite's codes have at most four digits).
-        code.starts_with("22") || code.starts_with("23")
-    } else {
-        // SQLite: an extended code keeps the primary code in its low byte.
-        code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
-    }
-}
-
-/// Whether the error says the database cannot be reached (rather than that a statement
-/// failed).
-fn unreachable(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
-    )
+    e.is_permanent()
 }

@@ -41,7 +41,7 @@ use crate::batch::WriteError;
 use crate::bodies::{BodyError, Budgets};
 use crate::config::CollectorConfig;
 use crate::conns::Conn;
-use crate::store::{Store, Stored};
+use crate::store::{Agent, Store, Stored};
 use crate::warn_throttled;
 
 /// Counters for `/metrics`.
@@ -165,6 +165,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+impl AppState {
+    /// A refusal of a report, counted.
+    fn reject(&self, status: StatusCode, zh: &str, en: &str) -> Response {
+        self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+        error(status, zh, en)
+    }
+}
+
 fn error(status: StatusCode, zh: &str, en: &str) -> Response {
     let body = serde_json::json!({ "error": format!("{zh} ({en})") });
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
@@ -202,65 +210,9 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let peer = peer_of(&conn);
-    let reject = |status: StatusCode, zh: &str, en: &str| {
-        s.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-        error(status, zh, en)
-    };
-    // The credential first, from the headers alone: nobody unknown gets a body read.
-    let Some(credential) = bearer(&headers) else {
-        warn_throttled!("ingest_unauthenticated", %peer, "报告缺少凭据 (report without a credential): 401");
-        return reject(StatusCode::UNAUTHORIZED, "缺少凭据", "missing bearer credential");
-    };
-    let agent = match s.store.agent_by_credential(credential).await {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            warn_throttled!("ingest_unknown_credential", %peer, "报告凭据无效 (report with an unknown credential): 401");
-            return reject(StatusCode::UNAUTHORIZED, "凭据无效", "unknown credential");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, %peer, "credential lookup failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "数据库暂不可用",
-                "database unavailable",
-            );
-        }
-    };
-    if agent.revoked_at.is_some() {
-        warn_throttled!("ingest_revoked", %peer, agent = %agent.id, unit = %agent.unit_id, "已吊销的代理仍在上报 (a revoked agent reports): 403");
-        return reject(StatusCode::FORBIDDEN, "该代理已被吊销", "this agent is revoked");
-    }
-    if !s.allow(&agent.id) {
-        warn_throttled!(
-            "ingest_rate",
-            %peer,
-            agent = %agent.id,
-            unit = %agent.unit_id,
-            limit = s.reports_per_minute,
-            "代理上报过于频繁 (agent over agent_reports_per_minute): 429"
-        );
-        let mut r = reject(StatusCode::TOO_MANY_REQUESTS, "报告过于频繁", "rate limit exceeded");
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
-        return r;
-    }
-    let Some(_in_flight) = s.in_flight(&agent.id) else {
-        warn_throttled!(
-            "ingest_in_flight",
-            %peer,
-            agent = %agent.id,
-            unit = %agent.unit_id,
-            limit = MAX_IN_FLIGHT_PER_AGENT,
-            "代理同时上报过多 (agent has too many reports under way): 429"
-        );
-        let mut r = reject(
-            StatusCode::TOO_MANY_REQUESTS,
-            "同时上报过多",
-            "too many reports under way",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        return r;
+    let (agent, _in_flight) = match admit(&s, &peer, &headers).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     // A known agent: its connection is no longer closed to make room.
     if let Some(Extension(c)) = &conn {
@@ -284,40 +236,113 @@ async fn ingest(
         }
     };
     let Ok(body) = std::str::from_utf8(&held.bytes) else {
-        return reject(
+        return s.reject(
             StatusCode::BAD_REQUEST,
             "报告不是 UTF-8 文本",
             "the report is not UTF-8 text",
         );
     };
+    let report = match checked_report(&s, &peer, &agent, body).await {
+        Ok(report) => report,
+        Err(refused) => return refused,
+    };
+    store_report(&s, &peer, &agent, report, body).await
+}
+
+/// The agent a report comes from, from the headers alone (nobody unknown gets a body
+/// read), and its slot among its reports under way; or the refusal.
+async fn admit(s: &AppState, peer: &str, headers: &HeaderMap) -> Result<(Agent, InFlight), Response> {
+    // The credential first, from the headers alone: nobody unknown gets a body read.
+    let Some(credential) = bearer(headers) else {
+        warn_throttled!("ingest_unauthenticated", %peer, "报告缺少凭据 (report without a credential): 401");
+        return Err(s.reject(StatusCode::UNAUTHORIZED, "缺少凭据", "missing bearer credential"));
+    };
+    let agent = match s.store.agent_by_credential(credential).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            warn_throttled!("ingest_unknown_credential", %peer, "报告凭据无效 (report with an unknown credential): 401");
+            return Err(s.reject(StatusCode::UNAUTHORIZED, "凭据无效", "unknown credential"));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %peer, "credential lookup failed");
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "数据库暂不可用",
+                "database unavailable",
+            ));
+        }
+    };
+    if agent.revoked_at.is_some() {
+        warn_throttled!("ingest_revoked", %peer, agent = %agent.id, unit = %agent.unit_id, "已吊销的代理仍在上报 (a revoked agent reports): 403");
+        return Err(s.reject(StatusCode::FORBIDDEN, "该代理已被吊销", "this agent is revoked"));
+    }
+    if !s.allow(&agent.id) {
+        warn_throttled!(
+            "ingest_rate",
+            %peer,
+            agent = %agent.id,
+            unit = %agent.unit_id,
+            limit = s.reports_per_minute,
+            "代理上报过于频繁 (agent over agent_reports_per_minute): 429"
+        );
+        let mut r = s.reject(StatusCode::TOO_MANY_REQUESTS, "报告过于频繁", "rate limit exceeded");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+        return Err(r);
+    }
+    let Some(in_flight) = s.in_flight(&agent.id) else {
+        warn_throttled!(
+            "ingest_in_flight",
+            %peer,
+            agent = %agent.id,
+            unit = %agent.unit_id,
+            limit = MAX_IN_FLIGHT_PER_AGENT,
+            "代理同时上报过多 (agent has too many reports under way): 429"
+        );
+        let mut r = s.reject(
+            StatusCode::TOO_MANY_REQUESTS,
+            "同时上报过多",
+            "too many reports under way",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return Err(r);
+    };
+    Ok((agent, in_flight))
+}
+
+/// The report in `body`, if it is one this agent may deliver: well-formed, storable,
+/// within bounds, without roll-up fields, for its own unit (or, from a leak listener, for
+/// a unit below its own); or the refusal.
+async fn checked_report(s: &AppState, peer: &str, agent: &Agent, body: &str) -> Result<Report, Response> {
     let report = match Report::from_json(body) {
         Ok(r) => r,
         Err(
             e @ (EvidenceError::Json(_) | EvidenceError::MissingVersion { .. } | EvidenceError::WrongVersion { .. }),
         ) => {
             tracing::warn!(%peer, agent = %agent.id, error = %e, "report refused: 400");
-            return reject(StatusCode::BAD_REQUEST, "报告格式错误", &e.to_string());
+            return Err(s.reject(StatusCode::BAD_REQUEST, "报告格式错误", &e.to_string()));
         }
         Err(e) => {
             tracing::warn!(%peer, agent = %agent.id, error = %e, "report refused: 422");
-            return reject(StatusCode::UNPROCESSABLE_ENTITY, "报告内容错误", &e.to_string());
+            return Err(s.reject(StatusCode::UNPROCESSABLE_ENTITY, "报告内容错误", &e.to_string()));
         }
     };
     // What the databases cannot store, or what no agent's schedule allows, is refused
     // for good (422), so that the agent sets it aside and moves on.
     if let Some(path) = kaohe_rubric::bounds::nul_in_json(body) {
         tracing::warn!(%peer, agent = %agent.id, report = %report.report_id, field = %path, "report refused: a string holds a NUL character (422)");
-        return reject(
+        return Err(s.reject(
             StatusCode::UNPROCESSABLE_ENTITY,
             &format!("报告字段 {path} 含有 NUL 字符, 无法保存"),
             &format!("field {path} holds a NUL character, which cannot be stored"),
-        );
+        ));
     }
     match report.check_bounds(Utc::now()) {
         Ok(()) => {}
         Err(e @ Bounds::Invalid { .. }) => {
             tracing::warn!(%peer, agent = %agent.id, report = %report.report_id, error = %e, "report refused: out of range (422)");
-            return reject(StatusCode::UNPROCESSABLE_ENTITY, "报告内容超出范围", &e.to_string());
+            return Err(s.reject(StatusCode::UNPROCESSABLE_ENTITY, "报告内容超出范围", &e.to_string()));
         }
         // Not wrong, early: the agent keeps it and sends it again once its time has come.
         Err(e @ Bounds::ClockAhead { .. }) => {
@@ -338,16 +363,16 @@ async fn ingest(
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("600"));
-            return r;
+            return Err(r);
         }
     }
     if let Some(field) = report.rollup_fields() {
         tracing::warn!(%peer, agent = %agent.id, report = %report.report_id, field, "report refused: roll-up field (422)");
-        return reject(
+        return Err(s.reject(
             StatusCode::UNPROCESSABLE_ENTITY,
             "报告含有仅供采集中心汇总使用的字段",
             &format!("the report carries `{field}`, which only the collector's roll-ups may have"),
-        );
+        ));
     }
     // A leak listener is enrolled for a unit high in the tree (the department) and reports
     // leak findings for the units below it; nothing else may cross units.
@@ -357,12 +382,17 @@ async fn ingest(
         && s.store.is_below(&report.unit_id, &agent.unit_id).await.unwrap_or(false);
     if report.agent_id != agent.id || (report.unit_id != agent.unit_id && !listener_ok) {
         tracing::warn!(%peer, agent = %agent.id, claimed_agent = ?report.agent_id, claimed_unit = ?report.unit_id, "report names another agent or unit: 403");
-        return reject(
+        return Err(s.reject(
             StatusCode::FORBIDDEN,
             "报告所属单位或代理与凭据不符",
             "the report names another agent or unit than the credential",
-        );
+        ));
     }
+    Ok(report)
+}
+
+/// Stores a checked report through the group-commit writer and answers the agent.
+async fn store_report(s: &AppState, peer: &str, agent: &Agent, report: Report, body: &str) -> Response {
     let report_id = report.report_id;
     let unit = report.unit_id.clone();
     match s.writer.store(report, body).await {
@@ -387,7 +417,7 @@ async fn ingest(
         }
         Err(WriteError::Permanent(e)) => {
             tracing::error!(%peer, agent = %agent.id, %unit, report = %report_id, error = %e, "report can never be stored: 422");
-            reject(
+            s.reject(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "报告无法保存",
                 &format!("the report cannot be stored: {e}"),

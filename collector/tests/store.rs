@@ -50,11 +50,79 @@ async fn enrolled(s: &Store) {
 async fn migrations_apply_once_and_reopening_is_harmless() {
     for (backend, s) in common::stores("migrate").await {
         s.migrate().await.unwrap_or_else(|e| panic!("{backend}: {e}"));
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
-            .fetch_one(s.pool())
+        let applied = s.migrations_applied().await.expect("applied");
+        let all: Vec<i64> = (1..=kaohe_collector::store::latest_migration()).collect();
+        assert_eq!(applied, all, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_made_before_the_migration_runner_opens_with_its_rows() {
+    // Made by the collector at 546d216 (its own `schema_migrations` table, migrations 1–4).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = std::env::temp_dir().join(format!("kaohe-store-legacy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(fixtures.join("legacy-v4.sqlite"), dir.join("kaohe.db")).expect("copy fixture");
+    let mut urls = vec![("sqlite", format!("sqlite://{}", dir.join("kaohe.db").display()))];
+    if let Some(url) = common::postgres_test_url("legacy") {
+        let schema = common::create_schema(&url, "legacy").await;
+        let dump = std::fs::read_to_string(fixtures.join("legacy-v4.postgres.sql")).expect("fixture");
+        let admin = sqlx::AnyPool::connect(&url).await.expect("postgres reachable");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(dump.replace("__SCHEMA__", &schema)))
+            .execute(&admin)
             .await
-            .expect("count");
-        assert_eq!(n, kaohe_collector::store::latest_migration(), "{backend}");
+            .expect("fixture loads");
+        admin.close().await;
+        urls.push(("postgres", format!("{url}?options=-c%20search_path%3D{schema}")));
+    }
+    for (backend, url) in urls {
+        for open in ["first", "again"] {
+            let s = Store::open(&url).await.unwrap_or_else(|e| panic!("{backend}: {e}"));
+            let all: Vec<i64> = (1..=kaohe_collector::store::latest_migration()).collect();
+            assert_eq!(s.migrations_applied().await.expect("applied"), all, "{backend} {open}");
+            // The old table stays as it was.
+            let old: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+                .fetch_one(s.pool())
+                .await
+                .expect("old table");
+            assert_eq!(old, 4, "{backend} {open}");
+            let ids: Vec<String> = s.units().await.expect("units").into_iter().map(|u| u.id).collect();
+            assert_eq!(ids, ["nx", "nx/yc"], "{backend} {open}");
+            let agent = s.agent_by_credential("cred-1").await.expect("agent").expect("enrolled");
+            assert_eq!(agent.unit_id, "nx/yc", "{backend} {open}");
+            assert_eq!(
+                s.user("admin").await.expect("user").expect("admin").shown_name(),
+                "管理员"
+            );
+            let entries = s.entries("nx/yc", &["2026".to_string()]).await.expect("entries");
+            assert_eq!(entries.len(), 1, "{backend} {open}");
+            assert_eq!(
+                s.audit_log(Some("nx/yc"), 10).await.expect("audit").len(),
+                1,
+                "{backend} {open}"
+            );
+            let digests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollups WHERE reports = 3")
+                .fetch_one(s.pool())
+                .await
+                .expect("roll-ups");
+            assert_eq!(digests, 1, "{backend} {open}: the day's digest is kept, not rebuilt");
+            let before = s.report_count("nx/yc").await.expect("count");
+            let seq = if open == "first" { 4 } else { 5 };
+            let r = report("nx/yc", "agent-1", seq);
+            let body = serde_json::to_string(&r).expect("json");
+            assert_eq!(
+                s.insert_report(&r, &body, Utc::now()).await.expect("insert"),
+                Stored::New
+            );
+            assert_eq!(
+                s.report_count("nx/yc").await.expect("count"),
+                before + 1,
+                "{backend} {open}"
+            );
+            assert_eq!(before, if open == "first" { 3 } else { 4 }, "{backend} {open}");
+            s.pool().close().await;
+        }
     }
 }
 

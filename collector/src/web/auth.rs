@@ -16,94 +16,16 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::store::Unit;
+pub use crate::store::{MAX_SESSION, Role, Session, User};
 use argon2::password_hash::SaltString;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
-use crate::store::{Store, StoreError, Unit, from_millis, hash_secret, millis};
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "__Host-kaohe_session";
 
-/// The longest a login lasts, however active (the idle expiry slides within it).
-pub const MAX_SESSION: chrono::Duration = chrono::Duration::days(7);
-
 /// Shortest password accepted for a new password.
 pub const MIN_PASSWORD_CHARS: usize = 10;
-
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Province administrator: every unit; reviews, overrides, waivers; the audit log.
-    Province,
-    /// City administrator: its unit's subtree; reads and enters reviews.
-    City,
-    /// Unit staff: its own unit only, read-only.
-    Unit,
-    /// Reviewer: reads every unit and enters reviews (not overrides or waivers).
-    Reviewer,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "province" => Some(Role::Province),
-            "city" => Some(Role::City),
-            "unit" => Some(Role::Unit),
-            "reviewer" => Some(Role::Reviewer),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Province => "province",
-            Role::City => "city",
-            Role::Unit => "unit",
-            Role::Reviewer => "reviewer",
-        }
-    }
-
-    pub fn label_zh(self) -> &'static str {
-        match self {
-            Role::Province => "省级管理员",
-            Role::City => "市级管理员",
-            Role::Unit => "单位人员",
-            Role::Reviewer => "评审人",
-        }
-    }
-
-    /// Rank for withdrawing entries: an entry may be withdrawn by its author's level or
-    /// higher (province > city > reviewer > unit).
-    pub fn level(self) -> u8 {
-        match self {
-            Role::Province => 3,
-            Role::City => 2,
-            Role::Reviewer => 1,
-            Role::Unit => 0,
-        }
-    }
-
-    /// Whether this role is tied to one unit (and its subtree, for a city).
-    pub fn needs_unit(self) -> bool {
-        matches!(self, Role::City | Role::Unit)
-    }
-}
-
-/// A dashboard user (never with its password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct User {
-    pub name: String,
-    pub role: Role,
-    pub unit_id: Option<String>,
-    pub display_name: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub disabled_at: Option<DateTime<Utc>>,
-}
 
 impl User {
     /// The name to show and to prefill as reviewer.
@@ -152,22 +74,37 @@ pub fn in_subtree(all: &[Unit], id: &str, root: &str) -> bool {
     false
 }
 
-/// A logged-in request: the user and its session.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub user: User,
-    pub token_hash: String,
-    pub csrf_token: String,
+/// Why a password is refused or cannot be hashed; the message is Chinese first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("密码至少 {MIN_PASSWORD_CHARS} 个字符 (the password needs at least {MIN_PASSWORD_CHARS} characters)")]
+    TooShort,
+    #[error("密码不能全是空白 (the password cannot be only whitespace)")]
+    Blank,
+    #[error("密码不能是同一个字符重复 (the password cannot be one character repeated)")]
+    Repeated,
+    #[error("密码过于常见, 请换一个 (this password is too common; choose another)")]
+    Common,
+    /// argon2's own error (its `password_hash::Error` is not a `std` error here, so it is
+    /// kept as the value, not as a source).
+    #[error("无法计算密码散列 (cannot hash the password): {0}")]
+    Hash(argon2::password_hash::Error),
 }
 
 /// Hashes a password with argon2id (default parameters) into a PHC string.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn argon2_hash(password: &str) -> Result<String, PasswordError> {
     let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(PasswordError::Hash)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("无法计算密码散列 (cannot hash the password): {e}"))
+        .map_err(PasswordError::Hash)
+}
+
+/// As [`argon2_hash`], the reason as text: for the command line, which still takes a
+/// message; to go once it maps [`PasswordError`].
+pub fn hash_password(password: &str) -> Result<String, String> {
+    argon2_hash(password).map_err(|e| e.to_string())
 }
 
 /// Checks a password against a stored PHC string.
@@ -182,7 +119,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 /// name takes as long as a wrong password.
 pub fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash_password(&crate::ingest::random_secret()).unwrap_or_default())
+    DUMMY.get_or_init(|| argon2_hash(&crate::ingest::random_secret()).unwrap_or_default())
 }
 
 /// The most common passwords (and the shapes people give them), refused as new passwords.
@@ -244,26 +181,30 @@ const COMMON_PASSWORDS: &[&str] = &[
 ];
 
 /// Checks a new password: at least [`MIN_PASSWORD_CHARS`] characters, not only
-/// whitespace, not one character repeated, not a common password. Chinese first.
-pub fn check_new_password(password: &str) -> Result<(), String> {
+/// whitespace, not one character repeated, not a common password.
+pub fn check_password(password: &str) -> Result<(), PasswordError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(format!(
-            "密码至少 {MIN_PASSWORD_CHARS} 个字符 (the password needs at least {MIN_PASSWORD_CHARS} characters)"
-        ));
+        return Err(PasswordError::TooShort);
     }
     if password.trim().is_empty() {
-        return Err("密码不能全是空白 (the password cannot be only whitespace)".into());
+        return Err(PasswordError::Blank);
     }
     let mut chars = password.chars();
     let first = chars.next();
     if chars.all(|c| Some(c) == first) {
-        return Err("密码不能是同一个字符重复 (the password cannot be one character repeated)".into());
+        return Err(PasswordError::Repeated);
     }
     let lower = password.to_lowercase();
     if COMMON_PASSWORDS.iter().any(|p| p.to_lowercase() == lower) {
-        return Err("密码过于常见, 请换一个 (this password is too common; choose another)".into());
+        return Err(PasswordError::Common);
     }
     Ok(())
+}
+
+/// As [`check_password`], the reason as text: for the command line, which still takes a
+/// message; to go once it maps [`PasswordError`].
+pub fn check_new_password(password: &str) -> Result<(), String> {
+    check_password(password).map_err(|e| e.to_string())
 }
 
 /// Constant-time equality of two strings (their lengths are not secret).
@@ -514,235 +455,6 @@ fn prune_sources(sources: &mut HashMap<IpAddr, Bucket>, now: Instant) {
         ages.sort_unstable();
         let cut = ages[ages.len() / 2];
         sources.retain(|_, b| b.at > cut);
-    }
-}
-
-fn user_from(row: &AnyRow) -> Result<User, sqlx::Error> {
-    let role: String = row.try_get("role")?;
-    let created: i64 = row.try_get("created_at")?;
-    let disabled: Option<i64> = row.try_get("disabled_at")?;
-    Ok(User {
-        name: row.try_get("name")?,
-        // An unknown role in the database gets the least rights.
-        role: Role::parse(&role).unwrap_or(Role::Unit),
-        unit_id: row.try_get("unit_id")?,
-        display_name: row.try_get("display_name")?,
-        created_at: from_millis(created),
-        disabled_at: disabled.map(from_millis),
-    })
-}
-
-impl Store {
-    /// Adds a dashboard user. City and unit users need an existing unit; others none.
-    pub async fn add_user(
-        &self,
-        name: &str,
-        password_hash: &str,
-        role: Role,
-        unit_id: Option<&str>,
-        display_name: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        crate::store::check_text("display_name", display_name.unwrap_or(""))?;
-        if name.trim().is_empty()
-            || name.chars().any(|c| c.is_whitespace() || c.is_control())
-            || name.chars().count() > 64
-        {
-            return Err(StoreError::Invalid(
-                "用户名不能为空、不能含空白, 最长 64 个字符 (user name: 1–64 characters, no spaces)".into(),
-            ));
-        }
-        match (role.needs_unit(), unit_id) {
-            (true, None) => {
-                return Err(StoreError::Invalid(format!(
-                    "角色 {} 需要 --unit 指定所属单位 (role {} needs a unit)",
-                    role.label_zh(),
-                    role.as_str()
-                )));
-            }
-            (false, Some(_)) => {
-                return Err(StoreError::Invalid(format!(
-                    "角色 {} 不属于某个单位, 请去掉 --unit (role {} takes no unit)",
-                    role.label_zh(),
-                    role.as_str()
-                )));
-            }
-            (true, Some(u)) if self.unit(u).await?.is_none() => {
-                return Err(StoreError::Invalid(format!("单位 {u} 不存在 (no such unit)")));
-            }
-            _ => {}
-        }
-        let done = sqlx::query(
-            "INSERT INTO users (name, password_hash, role, unit_id, display_name, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(password_hash)
-        .bind(role.as_str())
-        .bind(unit_id)
-        .bind(display_name)
-        .bind(millis(now))
-        .execute(self.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Invalid(format!("用户 {name} 已存在 (user exists)")));
-        }
-        Ok(())
-    }
-
-    pub async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(user_from).transpose()?)
-    }
-
-    /// The user and its password hash, if it exists and is not disabled.
-    pub async fn login_user(&self, name: &str) -> Result<Option<(User, String)>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = $1 AND disabled_at IS NULL")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
-        match row {
-            Some(r) => {
-                let hash: String = r.try_get("password_hash")?;
-                Ok(Some((user_from(&r)?, hash)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY name")
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(user_from).collect::<Result<_, _>>()?)
-    }
-
-    /// Sets a new password and ends the user's sessions. False if no such user.
-    pub async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
-            .bind(password_hash)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    /// Disables a user and ends its sessions. False if no such active user.
-    pub async fn disable_user(&self, name: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let r = sqlx::query("UPDATE users SET disabled_at = $1 WHERE name = $2 AND disabled_at IS NULL")
-            .bind(millis(now))
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    /// Starts a session: stores the token's hash and its CSRF token.
-    pub async fn create_session(
-        &self,
-        token: &str,
-        user_name: &str,
-        csrf_token: &str,
-        now: DateTime<Utc>,
-        expires: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        // Old sessions of anyone are cleared now and then.
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(millis(now))
-            .execute(self.pool())
-            .await?;
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, user_name, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(hash_secret(token))
-        .bind(user_name)
-        .bind(csrf_token)
-        .bind(millis(now))
-        .bind(millis(expires))
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// The live session of a token, its expiry pushed to `extend_to` (sliding).
-    pub async fn session(
-        &self,
-        token: &str,
-        now: DateTime<Utc>,
-        extend_to: DateTime<Utc>,
-    ) -> Result<Option<Session>, StoreError> {
-        let token_hash = hash_secret(token);
-        let row = sqlx::query(
-            "SELECT s.csrf_token AS csrf_token, u.* FROM sessions s JOIN users u ON u.name = s.user_name \
-             WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.created_at > $3 AND u.disabled_at IS NULL",
-        )
-        .bind(&token_hash)
-        .bind(millis(now))
-        // However active, a login lasts at most MAX_SESSION.
-        .bind(millis(now - MAX_SESSION))
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let session = Session {
-            user: user_from(&row)?,
-            csrf_token: row.try_get("csrf_token")?,
-            token_hash: token_hash.clone(),
-        };
-        sqlx::query("UPDATE sessions SET expires_at = $1 WHERE token_hash = $2")
-            .bind(millis(extend_to))
-            .bind(&token_hash)
-            .execute(self.pool())
-            .await?;
-        Ok(Some(session))
-    }
-
-    /// Ends a session.
-    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// The unit, kind and author's role of a live entry, to check who may withdraw it.
-    /// Entries from before the author's role was kept count as the province's.
-    pub async fn entry_owner(&self, id: &str) -> Result<Option<(String, crate::review::EntryKind, Role)>, StoreError> {
-        let row =
-            sqlx::query("SELECT unit_id, kind, author_role FROM manual_entries WHERE id = $1 AND withdrawn_at IS NULL")
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?;
-        match row {
-            Some(r) => {
-                let unit: String = r.try_get("unit_id")?;
-                let kind: String = r.try_get("kind")?;
-                let author: Option<String> = r.try_get("author_role")?;
-                Ok(Some((
-                    unit,
-                    crate::review::EntryKind::parse(&kind).unwrap_or(crate::review::EntryKind::Override),
-                    author.as_deref().and_then(Role::parse).unwrap_or(Role::Province),
-                )))
-            }
-            None => Ok(None),
-        }
     }
 }
 

@@ -8,8 +8,24 @@ use std::path::PathBuf;
 use kaohe_collector::config::CollectorConfig;
 use kaohe_collector::store::{Store, Unit};
 
+/// The PostgreSQL test database's URL, from `KAOHE_TEST_POSTGRES_URL`. Unset, the test's
+/// PostgreSQL half is skipped, saying so — unless `CI=true`, where a test that cannot do
+/// its real part fails, naming what is missing.
+pub fn postgres_test_url(test: &str) -> Option<String> {
+    match std::env::var("KAOHE_TEST_POSTGRES_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: KAOHE_TEST_POSTGRES_URL is not set; CI=true, so this is a failure")
+        }
+        Err(_) => {
+            println!("{test}: KAOHE_TEST_POSTGRES_URL is not set; skipped the PostgreSQL half");
+            None
+        }
+    }
+}
+
 /// A store on a fresh SQLite file, and one on a fresh PostgreSQL schema when
-/// `KAOHE_TEST_POSTGRES_URL` is set (otherwise it says it skipped PostgreSQL).
+/// `KAOHE_TEST_POSTGRES_URL` is set (see [`postgres_test_url`]).
 pub async fn stores(test: &str) -> Vec<(&'static str, Store)> {
     let mut out = Vec::new();
     let dir = std::env::temp_dir().join(format!("kaohe-store-{test}-{}", std::process::id()));
@@ -19,23 +35,21 @@ pub async fn stores(test: &str) -> Vec<(&'static str, Store)> {
         .await
         .expect("sqlite store opens");
     out.push(("sqlite", sqlite));
-    match std::env::var("KAOHE_TEST_POSTGRES_URL") {
-        Ok(url) => out.push(("postgres", postgres(&url, test).await)),
-        Err(_) => println!("{test}: KAOHE_TEST_POSTGRES_URL is not set; skipped the PostgreSQL half"),
+    if let Some(url) = postgres_test_url(test) {
+        out.push(("postgres", postgres(&url, test).await));
     }
     out
 }
 
 /// Database URLs for a test: a fresh SQLite file, and a fresh PostgreSQL schema when
-/// `KAOHE_TEST_POSTGRES_URL` is set.
+/// `KAOHE_TEST_POSTGRES_URL` is set (see [`postgres_test_url`]).
 pub async fn database_urls(test: &str) -> Vec<(&'static str, String)> {
     let dir = std::env::temp_dir().join(format!("kaohe-db-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut out = vec![("sqlite", format!("sqlite://{}", dir.join("kaohe.db").display()))];
-    match std::env::var("KAOHE_TEST_POSTGRES_URL") {
-        Ok(url) => out.push(("postgres", postgres_url(&url, test).await)),
-        Err(_) => println!("{test}: KAOHE_TEST_POSTGRES_URL is not set; skipped the PostgreSQL half"),
+    if let Some(url) = postgres_test_url(test) {
+        out.push(("postgres", postgres_url(&url, test).await));
     }
     out
 }
@@ -47,35 +61,47 @@ pub async fn postgres(url: &str, test: &str) -> Store {
         .expect("postgres store opens")
 }
 
-/// A URL whose connections use a new, empty schema of the test database.
+/// A URL whose connections use a new, empty schema of the test database,
+/// `kaohe_<test>_<pid>`.
 pub async fn postgres_url(url: &str, test: &str) -> String {
-    let schema = format!("kaohe_{}_{}", test.replace('-', "_"), std::process::id());
+    let schema = create_schema(url, test).await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// Creates the schema `kaohe_<test>_<pid>` (empty), first dropping the ones of this test
+/// that earlier runs left behind: only those whose process is gone, so that a test
+/// running at the same time in another process keeps its schema. Returns its name.
+pub async fn create_schema(url: &str, test: &str) -> String {
+    let prefix = format!("kaohe_{}_", test.replace('-', "_"));
+    let schema = format!("{prefix}{}", std::process::id());
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(url).await.expect("postgres reachable");
-    // Schemas that earlier runs of this test left behind.
-    let stale: Vec<String> = sqlx::query_scalar(
+    let found: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(schema_name AS TEXT) FROM information_schema.schemata WHERE schema_name LIKE $1",
     )
-    .bind(format!("kaohe_{}_%", test.replace('-', "_")))
+    .bind(format!("{prefix}%"))
     .fetch_all(&admin)
     .await
     .expect("list schemas");
+    let stale = found.into_iter().filter(|old| {
+        // Another test's schema whose name starts like this one's ("units_2" for "units")
+        // has a non-numeric rest, or a live process: it is left alone.
+        let pid = old[prefix.len()..].parse::<u32>().ok();
+        pid.is_some_and(|pid| pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    });
     for old in stale {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {old} CASCADE")))
             .execute(&admin)
             .await
             .expect("drop stale schema");
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-        .execute(&admin)
-        .await
-        .expect("drop schema");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
         .await
         .expect("create schema");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+    admin.close().await;
+    schema
 }
 
 /// A collector serving TLS on a free loopback port; stopped (and its data directory

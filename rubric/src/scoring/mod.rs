@@ -29,8 +29,10 @@ pub use sheet::{Deduction, Evidence, ItemScore, Note, PeriodInfo, Sheet, Status,
 pub use uptime::daily_availability;
 
 /// Reports created up to this long after the window's end still count for it (a batch
-/// made just after midnight carries the samples of the minute before).
-const LATE_REPORT_GRACE: Duration = Duration::hours(1);
+/// made just after midnight carries the samples of the minute before). The collector's
+/// roll-ups read the raw reports of this same hour after a window, so that a roll-up scores
+/// like the raw reports.
+pub const LATE_REPORT_GRACE: Duration = Duration::hours(1);
 
 /// Everything the engine needs.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,1 @@
+ALTER TABLE manual_entries ADD COLUMN author_role TEXT;
