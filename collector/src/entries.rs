@@ -58,8 +58,8 @@ pub enum EntryError {
     #[error("到期日 {0} 应为 YYYY-MM-DD (the expiry must be YYYY-MM-DD)")]
     BadExpiry(String),
     /// The rubric's rules for the entry (an item that exists, a score in range, an expiry).
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] crate::review::EntryError),
     #[error("{} 无权录入{} ({} may not enter a {})", role.label_zh(), kind.label_zh(), role.as_str(), kind.as_str())]
     MayNotEnter { role: Role, kind: EntryKind },
     #[error(
@@ -115,7 +115,7 @@ pub fn new_entry(
         note: input.note.trim().to_string(),
         expires_at,
     };
-    crate::review::validate(rubric, &entry, now).map_err(EntryError::Invalid)?;
+    crate::review::check(rubric, &entry, now)?;
     Ok(entry)
 }
 

@@ -124,12 +124,6 @@ pub enum EntryError {
     WaiverScore,
 }
 
-/// As [`check`], the reason as text: for the callers that still take a message (the
-/// command line's and the dashboard's entry forms); to go once they map [`EntryError`].
-pub fn validate(rubric: &Rubric, e: &NewEntry, now: DateTime<Utc>) -> Result<(), String> {
-    check(rubric, e, now).map_err(|e| e.to_string())
-}
-
 /// Checks an entry against the rubric: the item exists, the kind fits the item, the score
 /// is within the item's points, a reviewer and a note are given, overrides and waivers
 /// have a reason and a future expiry.

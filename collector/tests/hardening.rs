@@ -245,15 +245,7 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::R
 
 /// Whether this run may do what the test needs; under CI it must.
 fn can_run(what: &str, ok: bool) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{what}: required under CI, but not available here"
-    );
-    eprintln!("skipped: {what} is not available here");
-    false
+    kaohe_process::testing::require("hardening", ok, what)
 }
 
 /// Raises this test process's own file-descriptor limit (it opens well over a thousand).

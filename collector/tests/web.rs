@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use common::{Running, unit};
-use kaohe_collector::web::auth::{Role, hash_password};
+use kaohe_collector::web::auth::{Role, argon2_hash};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -27,7 +27,7 @@ async fn start(test: &str, database_url: String) -> Running {
     ] {
         store.add_unit(&u).await.expect("unit");
     }
-    let hash = hash_password(PASSWORD).expect("hash");
+    let hash = argon2_hash(PASSWORD).expect("hash");
     for (name, role, unit, display) in [
         ("admin", Role::Province, None, "省厅管理员"),
         ("city", Role::City, Some("nx/yc"), "银川市管理员"),

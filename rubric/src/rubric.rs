@@ -199,8 +199,9 @@ pub enum RubricError {
     #[error("评分细则文件 {file} 语法错误 (rubric syntax error): {source}")]
     Syntax {
         file: String,
+        /// Boxed: the parser's error is large, and every caller's `Result` would carry it.
         #[source]
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     #[error("评分细则文件 {file} 第 {line} 行, 键 `{key}`: {message}")]
     Invalid {
@@ -304,7 +305,7 @@ impl Rubric {
                 },
                 None => RubricError::Syntax {
                     file: file.to_string(),
-                    source: e,
+                    source: Box::new(e),
                 },
             }
         })?;

@@ -187,9 +187,15 @@ pub enum CliError {
     Runtime(#[source] std::io::Error),
     #[error("没有可吊销的代理 {0} (no such active agent)")]
     NoActiveAgent(String),
+    /// A new password the policy refuses.
+    #[error(transparent)]
+    WeakPassword(Box<crate::web::auth::PasswordError>),
     /// A password could not be hashed.
-    #[error("{0}")]
-    Hash(String),
+    #[error(transparent)]
+    Hash(Box<crate::web::auth::PasswordError>),
+    /// A manual entry the rubric's rules refuse.
+    #[error(transparent)]
+    Entry(#[from] crate::review::EntryError),
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
 }
@@ -202,7 +208,11 @@ impl CliError {
             CliError::Arguments(e) if !e.use_stderr() => 0,
             CliError::Arguments(_) => 64,
             CliError::Input(e) => e.exit_code(),
-            CliError::Config(_) | CliError::Usage(_) | CliError::NoSuchUnit(_) => 64,
+            CliError::Config(_)
+            | CliError::Usage(_)
+            | CliError::NoSuchUnit(_)
+            | CliError::WeakPassword(_)
+            | CliError::Entry(_) => 64,
             CliError::Store(StoreError::Invalid(_)) => 64,
             CliError::Store(_)
             | CliError::Server(_)

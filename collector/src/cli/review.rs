@@ -100,7 +100,7 @@ impl ReviewAction {
                     note: note.trim().to_string(),
                     expires_at: expires.map(|d| crate::entries::expiry_from_date(d, rubric.timezone)),
                 };
-                crate::review::validate(&rubric, &entry, now).map_err(CliError::Usage)?;
+                crate::review::check(&rubric, &entry, now)?;
                 require_unit(store, &unit).await?;
                 let id = store
                     .add_entry(&entry, &cli_actor(), crate::web::auth::Role::Province, now)

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::{CliError, cli_actor, with_store};
 use crate::config::CollectorConfig;
 use crate::store::Store;
-use crate::web::auth::{Role, hash_password};
+use crate::web::auth::{Role, argon2_hash};
 
 #[derive(Debug, Subcommand)]
 pub enum UserAction {
@@ -55,7 +55,7 @@ impl UserAction {
         now: DateTime<Utc>,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
-        let hashed = |p: Option<String>| hash_password(&p.unwrap_or_default()).map_err(CliError::Hash);
+        let hashed = |p: Option<String>| argon2_hash(&p.unwrap_or_default()).map_err(|e| CliError::Hash(Box::new(e)));
         match self {
             UserAction::Add {
                 name,
@@ -149,7 +149,7 @@ fn read_new_password() -> Result<String, CliError> {
         std::io::stdin().lock().read_line(&mut line).map_err(unreadable)?;
         line.trim_end_matches(['\r', '\n']).to_string()
     };
-    crate::web::auth::check_new_password(&password).map_err(CliError::Usage)?;
+    crate::web::auth::check_password(&password).map_err(|e| CliError::WeakPassword(Box::new(e)))?;
     Ok(password)
 }
 

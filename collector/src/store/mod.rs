@@ -37,7 +37,7 @@ pub enum StoreError {
     #[error("数据库错误 (database error): {0}")]
     Db(#[from] sqlx::Error),
     #[error("数据库迁移失败 (migration failed): {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(#[source] Box<sqlx::migrate::MigrateError>),
     /// A digest that cannot be written as JSON (never expected: digests are plain data).
     #[error("无法编码汇总数据 (cannot encode a roll-up): {0}")]
     Encode(#[source] serde_json::Error),
@@ -45,6 +45,14 @@ pub enum StoreError {
     /// the message says what, Chinese first.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        // Boxed: the migrator's error is large and rare, and every `Result` of the store
+        // would otherwise carry its size.
+        StoreError::Migration(Box::new(e))
+    }
 }
 
 impl StoreError {

@@ -101,12 +101,6 @@ pub fn argon2_hash(password: &str) -> Result<String, PasswordError> {
         .map_err(PasswordError::Hash)
 }
 
-/// As [`argon2_hash`], the reason as text: for the command line, which still takes a
-/// message; to go once it maps [`PasswordError`].
-pub fn hash_password(password: &str) -> Result<String, String> {
-    argon2_hash(password).map_err(|e| e.to_string())
-}
-
 /// Checks a password against a stored PHC string.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
@@ -199,12 +193,6 @@ pub fn check_password(password: &str) -> Result<(), PasswordError> {
         return Err(PasswordError::Common);
     }
     Ok(())
-}
-
-/// As [`check_password`], the reason as text: for the command line, which still takes a
-/// message; to go once it maps [`PasswordError`].
-pub fn check_new_password(password: &str) -> Result<(), String> {
-    check_password(password).map_err(|e| e.to_string())
 }
 
 /// Constant-time equality of two strings (their lengths are not secret).
@@ -577,9 +565,9 @@ mod tests {
             ("1234567890", "常见"),
             ("Password123", "常见"),
         ] {
-            let e = check_new_password(pw).expect_err(pw);
+            let e = check_password(pw).expect_err(pw).to_string();
             assert!(e.contains(why), "{pw}: {e}");
         }
-        assert!(check_new_password("correct horse battery").is_ok());
+        assert!(check_password("correct horse battery").is_ok());
     }
 }

@@ -12,16 +12,11 @@ use kaohe_collector::store::{Store, Unit};
 /// PostgreSQL half is skipped, saying so — unless `CI=true`, where a test that cannot do
 /// its real part fails, naming what is missing.
 pub fn postgres_test_url(test: &str) -> Option<String> {
-    match std::env::var("KAOHE_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: KAOHE_TEST_POSTGRES_URL is not set; CI=true, so this is a failure")
-        }
-        Err(_) => {
-            println!("{test}: KAOHE_TEST_POSTGRES_URL is not set; skipped the PostgreSQL half");
-            None
-        }
-    }
+    let url = std::env::var("KAOHE_TEST_POSTGRES_URL").ok();
+    let what = "PostgreSQL (KAOHE_TEST_POSTGRES_URL is not set)";
+    kaohe_process::testing::require(test, url.is_some(), what)
+        .then_some(url)
+        .flatten()
 }
 
 /// A store on a fresh SQLite file, and one on a fresh PostgreSQL schema when
