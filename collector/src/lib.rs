@@ -18,6 +18,8 @@ pub mod rollup;
 pub mod scores;
 pub mod serve;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod view;
 pub mod web;

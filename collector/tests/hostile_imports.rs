@@ -3,10 +3,8 @@
 //! mutation run on stable Rust; `collector/fuzz` has the cargo-fuzz targets `xlsx_import`
 //! and `csv_import` for longer runs.
 
-mod support;
-
-use support::import_checks::check_import;
-use support::workbook;
+use kaohe_collector::testing::import_checks::check_import;
+use kaohe_collector::testing::workbook;
 use zip::CompressionMethod;
 
 /// xorshift64*: deterministic, no dependency.

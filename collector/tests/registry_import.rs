@@ -5,7 +5,6 @@
 //! formula or forge a row, and still imports back (F9).
 
 mod common;
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,7 +15,7 @@ use kaohe_collector::store::{Store, Unit};
 use kaohe_rubric::evidence::{CheckStatus, HostFacts, Observation, Report};
 use zip::CompressionMethod;
 
-use support::workbook;
+use kaohe_collector::testing::workbook;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

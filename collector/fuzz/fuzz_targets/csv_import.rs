@@ -5,8 +5,7 @@
 use kaohe_collector::xlsx::is_xlsx;
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/support/import_checks.rs"]
-mod import_checks;
+use kaohe_collector::testing::import_checks;
 
 fuzz_target!(|data: &[u8]| {
     if !is_xlsx(data) {

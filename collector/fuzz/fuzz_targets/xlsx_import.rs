@@ -8,10 +8,7 @@ use kaohe_collector::xlsx::is_xlsx;
 use libfuzzer_sys::fuzz_target;
 use zip::CompressionMethod;
 
-#[path = "../../tests/support/import_checks.rs"]
-mod import_checks;
-#[path = "../../tests/support/workbook.rs"]
-mod workbook;
+use kaohe_collector::testing::{import_checks, workbook};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

@@ -2,8 +2,6 @@
 //! first sheet (`xl/worksheets/sheet1.xml`) with whatever XML the test gives, the parts
 //! Excel needs around it, and optionally a shared-string table.
 
-#![allow(dead_code)]
-
 use std::io::{Cursor, Write};
 
 use zip::CompressionMethod;

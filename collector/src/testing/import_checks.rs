@@ -3,9 +3,7 @@
 //! panic; a refusal names at least one problem; what is accepted is within the limits,
 //! holds no NUL, and exports to CSV that imports back to the same entries.
 
-#![allow(dead_code)]
-
-use kaohe_collector::xlsx::registry_from_bytes;
+use crate::xlsx::registry_from_bytes;
 use kaohe_rubric::registry::{Registry, limits};
 
 /// Imports `bytes` as a user's file would be, and checks the result.
