@@ -10,27 +10,17 @@ use kaohe_agent::wire::Mac;
 use kaohe_agent::wire::arp::{ArpFrame, FRAME_LEN, OP_REPLY};
 use kaohe_agent::wire::reply::Reply;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use kaohe_rubric::testing::rng::Rng;
 
 /// `base` cut or padded with zeros to a random length below its own plus `extra`, with up
 /// to three random bytes changed.
 fn mutate(rng: &mut Rng, base: &[u8], extra: usize) -> Vec<u8> {
-    let len = (rng.next() % (base.len() + extra) as u64) as usize;
+    let len = (rng.next_u64() % (base.len() + extra) as u64) as usize;
     let mut buf: Vec<u8> = (0..len).map(|i| base.get(i).copied().unwrap_or(0)).collect();
-    for _ in 0..(rng.next() % 4) {
+    for _ in 0..(rng.next_u64() % 4) {
         if !buf.is_empty() {
-            let at = (rng.next() % buf.len() as u64) as usize;
-            buf[at] = rng.next() as u8;
+            let at = (rng.next_u64() % buf.len() as u64) as usize;
+            buf[at] = rng.next_u64() as u8;
         }
     }
     buf
@@ -71,8 +61,8 @@ fn mutated_arp_frames_never_panic_and_only_true_replies_match() {
 fn random_bytes_are_never_a_dns_reply_to_our_query_unless_they_say_so() {
     let mut rng = Rng(42);
     for _ in 0..100_000 {
-        let len = (rng.next() % 64) as usize;
-        let buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let len = (rng.next_u64() % 64) as usize;
+        let buf: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let id = u16::from_be_bytes([buf.first().copied().unwrap_or(0), buf.get(1).copied().unwrap_or(0)]);
         let claimed = is_dns_reply(&buf, id);
         assert_eq!(claimed, buf.len() >= 12 && buf[2] & 0x80 != 0);
@@ -108,7 +98,7 @@ fn mutated_answers_never_panic_and_never_verify_under_another_key() {
     let units = ["lab-b2".to_string()];
     let mut rng = Rng(7);
     for _ in 0..50_000 {
-        let base = &frames[(rng.next() % 3) as usize];
+        let base = &frames[(rng.next_u64() % 3) as usize];
         let buf = mutate(&mut rng, base, 8);
         if let Some(r) = Reply::parse(&buf) {
             assert!(stranger.answered(&r, &units, 1_800_000_000, 3).is_none());

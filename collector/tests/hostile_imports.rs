@@ -7,32 +7,14 @@ use kaohe_collector::testing::import_checks::check_import;
 use kaohe_collector::testing::workbook;
 use zip::CompressionMethod;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a [u8]]) -> &'a [u8] {
-        from[self.below(from.len())]
-    }
-}
+use kaohe_rubric::testing::rng::Rng;
 
 /// Replaces, inserts or deletes a few pieces of `data`, with pieces from `tokens` or random bytes.
 fn mutate(rng: &mut Rng, data: &mut Vec<u8>, tokens: &[&[u8]]) {
     for _ in 0..=rng.below(3) {
         let at = rng.below(data.len() + 1);
         match rng.below(5) {
-            0 if at < data.len() => data[at] = rng.next() as u8,
+            0 if at < data.len() => data[at] = rng.next_u64() as u8,
             1 => {
                 let t = rng.pick(tokens);
                 data.splice(at..at, t.iter().copied());

@@ -4,21 +4,7 @@
 
 use kaohe_rubric::testing::period as period_checks;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[(self.next() % from.len() as u64) as usize]
-    }
-}
+use kaohe_rubric::testing::rng::Rng;
 
 const SEEDS: [&str; 8] = [
     "2026",
@@ -45,17 +31,17 @@ fn mutated_periods_never_panic_and_what_parses_prints_back() {
     for i in 0..200_000u32 {
         let mut s: Vec<char> = if i % 4 == 0 {
             // Any short string of the alphabet.
-            (0..rng.next() % 24).map(|_| rng.pick(&ALPHABET)).collect()
+            (0..rng.next_u64() % 24).map(|_| rng.pick(&ALPHABET)).collect()
         } else {
             rng.pick(&SEEDS).chars().collect()
         };
-        for _ in 0..=(rng.next() % 3) {
+        for _ in 0..=(rng.next_u64() % 3) {
             let at = if s.is_empty() {
                 0
             } else {
-                (rng.next() % s.len() as u64) as usize
+                (rng.next_u64() % s.len() as u64) as usize
             };
-            match rng.next() % 3 {
+            match rng.next_u64() % 3 {
                 0 if !s.is_empty() => s[at] = rng.pick(&ALPHABET),
                 1 => s.insert(at, rng.pick(&ALPHABET)),
                 _ if !s.is_empty() => {

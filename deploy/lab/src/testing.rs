@@ -26,16 +26,27 @@ pub fn require_root(test: &str) -> bool {
 /// builds them all (`cargo build --bins`, a no-op when nothing changed); it panics with
 /// cargo's output when the build fails.
 pub fn built_binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
     match BUILT.get_or_init(build_binaries) {
         Ok(dir) => dir.join(name),
         Err(e) => panic!("{e}"),
     }
 }
 
+/// Why the workspace's binaries could not be built for a test (cargo's own output included).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(String);
+
+impl From<String> for BuildError {
+    fn from(s: String) -> Self {
+        BuildError(s)
+    }
+}
+
 /// Builds the binaries with the profile and target dir of the running test executable
 /// (`TARGET/PROFILE/deps/TEST-HASH`); returns `TARGET/PROFILE`.
-fn build_binaries() -> Result<PathBuf, String> {
+fn build_binaries() -> Result<PathBuf, BuildError> {
     let exe = std::env::current_exe().map_err(|e| format!("the test executable: {e}"))?;
     let profile_dir = exe
         .parent()
@@ -48,7 +59,7 @@ fn build_binaries() -> Result<PathBuf, String> {
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
         Some(other) => other,
-        None => return Err(format!("{} has no profile name", profile_dir.display())),
+        None => return Err(format!("{} has no profile name", profile_dir.display()).into()),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
@@ -69,7 +80,8 @@ fn build_binaries() -> Result<PathBuf, String> {
             "building the workspace's binaries failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
-        ));
+        )
+        .into());
     }
     Ok(profile_dir.to_path_buf())
 }
