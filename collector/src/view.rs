@@ -121,6 +121,33 @@ pub async fn unit_view(
     Ok(build(rubric, &reports, &registry, agents, start, end))
 }
 
+/// Outages as a reader wants them: per target, those that overlap or touch merged into one
+/// (an open one absorbs everything after its start), none of zero length, in the order
+/// they began (then by target).
+fn merge_outages(
+    reported: BTreeMap<(String, DateTime<Utc>), Option<DateTime<Utc>>>,
+    window_end: DateTime<Utc>,
+) -> Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> {
+    let mut merged: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = Vec::new();
+    // The map is ordered by target, then start: each target's outages come together, in order.
+    for ((target, start), end) in reported {
+        if let Some(last) = merged.last_mut().filter(|l| l.0 == target) {
+            match last.2 {
+                None => continue,
+                Some(e) if start <= e => {
+                    last.2 = end.map(|n| n.max(e));
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
+        merged.push((target, start, end));
+    }
+    merged.retain(|(_, s, e)| e.unwrap_or(window_end) > *s);
+    merged.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    merged
+}
+
 /// The pure part of [`unit_view`].
 pub fn build(
     rubric: &Rubric,
@@ -150,9 +177,9 @@ pub fn build(
             *slot = o.end.max(*slot);
         }
     }
-    let outages = outages
+    let outages = merge_outages(outages, end)
         .into_iter()
-        .map(|((target, s), e)| OutageRow {
+        .map(|(target, s, e)| OutageRow {
             role: role_name(roles.get(target.as_str()).copied()),
             duration_secs: (e.unwrap_or(end) - s).num_seconds().max(0),
             target,
@@ -299,5 +326,64 @@ fn ip_key(ip: &str) -> (u8, u128, String) {
         Ok(std::net::IpAddr::V4(v)) => (0, u128::from(u32::from(v)), String::new()),
         Ok(std::net::IpAddr::V6(v)) => (1, u128::from(v), String::new()),
         Err(_) => (2, 0, ip.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn outages_are_merged_when_they_touch_never_zero_long_and_in_the_order_they_began() {
+        let end = at("2026-11-02T00:00:00Z");
+        let mut reported = BTreeMap::new();
+        // Target b: two outages that touch (one ends as the next starts), one that overlaps.
+        reported.insert(
+            ("b".to_string(), at("2026-11-01T10:00:00Z")),
+            Some(at("2026-11-01T10:00:20Z")),
+        );
+        reported.insert(
+            ("b".to_string(), at("2026-11-01T10:00:20Z")),
+            Some(at("2026-11-01T10:01:00Z")),
+        );
+        reported.insert(
+            ("b".to_string(), at("2026-11-01T10:00:50Z")),
+            Some(at("2026-11-01T10:02:00Z")),
+        );
+        // Target a: a zero-length one (dropped), a later real one, then one still open.
+        reported.insert(
+            ("a".to_string(), at("2026-11-01T09:00:00Z")),
+            Some(at("2026-11-01T09:00:00Z")),
+        );
+        reported.insert(
+            ("a".to_string(), at("2026-11-01T11:00:00Z")),
+            Some(at("2026-11-01T11:00:07Z")),
+        );
+        reported.insert(("a".to_string(), at("2026-11-01T12:00:00Z")), None);
+        reported.insert(
+            ("a".to_string(), at("2026-11-01T12:30:00Z")),
+            Some(at("2026-11-01T12:40:00Z")),
+        );
+        let got = merge_outages(reported, end);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "b".to_string(),
+                    at("2026-11-01T10:00:00Z"),
+                    Some(at("2026-11-01T10:02:00Z"))
+                ),
+                (
+                    "a".to_string(),
+                    at("2026-11-01T11:00:00Z"),
+                    Some(at("2026-11-01T11:00:07Z"))
+                ),
+                ("a".to_string(), at("2026-11-01T12:00:00Z"), None),
+            ]
+        );
     }
 }

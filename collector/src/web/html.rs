@@ -66,6 +66,11 @@ pub fn when(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
 }
 
+/// A time in the rubric's zone, to the second: for outages, which may last seconds.
+pub fn when_secs(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
 pub use crate::render::pts;
 
 const CSS: &str = r#"

@@ -90,7 +90,7 @@ pub(super) fn score(ctx: &Ctx<'_>, rule: &OutageResponseRule, max: f64) -> Outco
             rule.per_slow_outage,
             format!(
                 "专网于 {} 中断 (所有上游目标均不可达), {} 小时内未恢复{tail} (扣 {} 分)",
-                start.with_timezone(&ctx.tz).format("%Y-%m-%d %H:%M"),
+                start.with_timezone(&ctx.tz).format("%Y-%m-%d %H:%M:%S"),
                 pts(rule.restore_within_hours),
                 pts(rule.per_slow_outage)
             ),

@@ -181,6 +181,9 @@ impl Evidence {
     /// One line in Chinese for the human sheet, with times in `tz`.
     pub fn summary_zh(&self, tz: Tz) -> String {
         let t = |d: &DateTime<Utc>| d.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
+        // Outages and downtime to the second: a 20-second outage shown to the minute reads
+        // "23:15 至 23:15".
+        let ts = |d: &DateTime<Utc>| d.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string();
         match self {
             Evidence::Device {
                 ip,
@@ -230,13 +233,13 @@ impl Evidence {
             } => match end {
                 Some(e) => format!(
                     "{target} 中断 {} 至 {} (共 {})",
-                    t(start),
-                    t(e),
+                    ts(start),
+                    ts(e),
                     human_duration(*duration_secs)
                 ),
                 None => format!(
                     "{target} 自 {} 起中断, 至期末未恢复 ({})",
-                    t(start),
+                    ts(start),
                     human_duration(*duration_secs)
                 ),
             },
@@ -246,8 +249,8 @@ impl Evidence {
                 duration_secs,
             } => format!(
                 "{} 至 {} 专网不可达或无数据 ({})",
-                t(start),
-                t(end),
+                ts(start),
+                ts(end),
                 human_duration(*duration_secs)
             ),
             Evidence::Uptime {

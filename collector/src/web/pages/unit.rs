@@ -19,7 +19,7 @@ use crate::scores::{FullItem, FullSheet};
 use crate::store::Unit;
 use crate::view::UnitView;
 use crate::web::auth::{Role, Session};
-use crate::web::html::{Lang, esc, page, pts, url_part, when};
+use crate::web::html::{Lang, esc, page, pts, url_part, when, when_secs};
 use crate::web::{WebError, WebState, lang_of, split_suffix, svg};
 
 pub async fn unit_get(
@@ -245,14 +245,14 @@ fn outages_html(lang: Lang, tz: chrono_tz::Tz, view: &UnitView) -> String {
         for out in &view.outages {
             let end = out
                 .end
-                .map(|e| when(e, tz))
+                .map(|e| when_secs(e, tz))
                 .unwrap_or_else(|| lang.t("未恢复", "ongoing").to_string());
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&out.target),
                 esc(out.role),
-                when(out.start, tz),
+                when_secs(out.start, tz),
                 esc(&end),
                 esc(&human_duration(out.duration_secs))
             );
